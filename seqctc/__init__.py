@@ -5,14 +5,34 @@ from seqctc._utils import lengths_to_paddings
 from seqctc._utils import paddings_to_lengths
 
 # Recurrent cells and masked scans (_cells.py, _scan.py).
+from seqctc._cells import GRUParams
+from seqctc._cells import RNNParams
+from seqctc._cells import gru_step
+from seqctc._cells import gru_step_backward
+from seqctc._cells import init_gru_params
+from seqctc._cells import init_rnn_params
+from seqctc._cells import rnn_step
+from seqctc._cells import rnn_step_backward
+from seqctc._scan import bidirectional_rnn
+from seqctc._scan import scan_rnn
+from seqctc._scan import stacked_rnn
 
 # CTC (_ctc.py).
 from seqctc._ctc import ExtendedLabels
 from seqctc._ctc import extend_with_blanks
+from seqctc._ctc import ctc_log_alpha
+from seqctc._ctc import ctc_log_beta
+from seqctc._ctc import ctc_posteriors
+from seqctc._ctc import ctc_loss
+from seqctc._ctc import check_inputs
 
 # Decoding (_decode.py, _lm.py).
 
 # Viterbi alignment (_align.py).
+from seqctc._align import Alignment
+from seqctc._align import TokenSpans
+from seqctc._align import token_spans
+from seqctc._align import viterbi_align
 
 # The lecture's losses (_segment.py).
 
