@@ -1,0 +1,403 @@
+"""Viterbi alignment: the most likely path consistent with a label sequence."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from seqctc._ctc import extend_with_blanks
+from seqctc._types import NEG_INF, Array, ArrayLike
+from seqctc._utils import check_blank_id, check_rank, check_same_dim, compute_dtype
+
+# Emissions are floored here, far above ``NEG_INF``: a path through a log(0)
+# emission (a ``-inf`` logit) then still beats every structurally unreachable
+# state (which sits near ``NEG_INF``), so backtracking always follows a valid path.
+_EMIT_FLOOR = -1e20
+
+
+class Alignment(NamedTuple):
+    """The Viterbi path of each sequence.
+
+    Attributes:
+        frame_labels: ``[B, T]`` int32 class emitted at each frame on the path,
+            ``-1`` on padded frames and on infeasible rows.
+        states: ``[B, T]`` int32 state occupied at each frame: the blank-extended
+            state index ``0 … 2N_b`` for the CTC graph, the label position
+            ``0 … N_b − 1`` for the blank-free graph; ``-1`` on padded frames and
+            on infeasible rows.
+        log_prob: ``[B]`` log probability of the path, ``-inf`` when no path
+            exists.
+    """
+
+    frame_labels: Array
+    states: Array
+    log_prob: Array
+
+
+class TokenSpans(NamedTuple):
+    """The frames each label token occupies on an alignment.
+
+    Attributes:
+        tokens: ``[B, M]`` int32 class of each token, ``-1`` for unused slots.
+        starts: ``[B, M]`` int32 first frame of each token, ``-1`` for unused slots.
+        ends: ``[B, M]`` int32 one past the last frame of each token (exclusive,
+            so ``ends - starts`` is the token's duration), ``-1`` for unused slots.
+        scores: ``[B, M]`` mean log probability of the token over its frames,
+            ``-inf`` for unused slots.
+    """
+
+    tokens: Array
+    starts: Array
+    ends: Array
+    scores: Array
+
+
+def _check_align_args(logits, logit_paddings, labels, label_paddings, blank_id):
+    check_rank(logits, 3, "logits")
+    check_rank(logit_paddings, 2, "logit_paddings")
+    check_rank(labels, 2, "labels")
+    check_rank(label_paddings, 2, "label_paddings")
+    check_same_dim(logits, 0, "logits", logit_paddings, 0, "logit_paddings")
+    check_same_dim(logits, 1, "logits", logit_paddings, 1, "logit_paddings")
+    check_same_dim(logits, 0, "logits", labels, 0, "labels")
+    check_same_dim(labels, 0, "labels", label_paddings, 0, "label_paddings")
+    check_same_dim(labels, 1, "labels", label_paddings, 1, "label_paddings")
+    if blank_id is not None:
+        check_blank_id(blank_id, logits.shape[-1])
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise ValueError(f"`labels` must be integers, got dtype {labels.dtype}.")
+
+
+def viterbi_align(
+    logits: ArrayLike,
+    logit_paddings: ArrayLike,
+    labels: ArrayLike,
+    label_paddings: ArrayLike,
+    *,
+    blank_id: int | None = 0,
+) -> Alignment:
+    r"""Finds the most likely path through the labels' segmentation graph.
+
+    This is the lecture's maximum-likelihood segmentation: among all paths
+    :math:`\pi` through the graph that spell the labels, the one maximising
+    :math:`\prod_t y_{\pi_t}[t]`, found by the Viterbi algorithm (a max-product
+    ``lax.scan`` over the frames, in log space, with back-pointers, then a
+    backtracking scan). Two graphs are available:
+
+    * ``blank_id`` an int: the CTC graph over the blank-extended labels
+      :math:`\epsilon, l_1, \epsilon, \dots, l_N, \epsilon` (see
+      :func:`seqctc.extend_with_blanks`). A path starts in state 0 or 1, ends in
+      state :math:`S_b - 1` or :math:`S_b - 2`, and steps to the same state, the
+      next one, or skips a blank between two different labels.
+    * ``blank_id=None``: the lecture's blank-free segmentation graph. Each label
+      occupies at least one consecutive frame, in order; a path starts at label
+      0, ends at label :math:`N_b - 1`, and steps to the same or the next label.
+      Repeated adjacent labels are separate segments.
+
+    With :math:`\delta_t(s)` the best log probability of a path prefix that is in
+    state :math:`s` at frame :math:`t` and :math:`P(s)` the allowed predecessors,
+
+    .. math::
+
+        \delta_t(s) = \log y_{c(s)}[t] + \max_{s' \in P(s)} \delta_{t-1}(s'),
+        \qquad \psi_t(s) = \operatorname*{argmax}_{s' \in P(s)} \delta_{t-1}(s').
+
+    Ties are broken deterministically towards the larger state index, both in
+    :math:`\psi` and in the choice of the final state (the trailing blank wins a
+    tie against the last label). Among equally likely paths this returns the one
+    that advances earliest: with uniform logits on the blank-free graph every
+    label gets one frame and the last label gets the rest.
+
+    ``log_prob`` is the sum of the path's per-frame log probabilities, so its
+    gradient is the framewise cross-entropy gradient on the aligned labels (the
+    path itself is piecewise constant in the logits).
+
+    Args:
+        logits: ``[B, T, K]`` unnormalised logits (``log_softmax`` is applied),
+            any float dtype; half precision is computed in float32.
+        logit_paddings: ``[B, T]`` paddings, 1.0 = padded frame (never read).
+        labels: ``[B, N]`` integer labels, right padded.
+        label_paddings: ``[B, N]`` paddings, 1.0 = padded label (never read).
+        blank_id: the blank class (a static Python int) for the CTC graph, or
+            ``None`` for the blank-free segmentation graph.
+
+    Returns:
+        An :class:`Alignment` with ``frame_labels`` ``[B, T]``, ``states``
+        ``[B, T]`` and ``log_prob`` ``[B]``. A row is infeasible when the graph
+        has no path: :math:`T_b < N_b + R_b` for the CTC graph (:math:`R_b`
+        adjacent repeats), :math:`T_b < N_b` or :math:`N_b = 0 < T_b` for the
+        blank-free one; it gets ``log_prob = -inf`` and ``-1`` everywhere. A row
+        with a label outside :math:`[0, K)` (or equal to the blank) or NaN logits
+        in a valid frame gets ``log_prob = NaN``.
+
+    Raises:
+        ValueError: if a rank or shape is wrong, ``labels`` is not integer, or
+            ``blank_id`` is not ``None`` nor in ``[0, K)``.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import seqctc
+        >>> logits = jnp.log(jnp.array([[[0.6, 0.3, 0.1], [0.7, 0.2, 0.1],
+        ...                              [0.2, 0.2, 0.6]]]))
+        >>> al = seqctc.viterbi_align(logits, jnp.zeros((1, 3)), jnp.array([[1, 2]]),
+        ...                           jnp.zeros((1, 2)))
+        >>> al.frame_labels, al.states
+        (Array([[1, 0, 2]], dtype=int32), Array([[1, 2, 3]], dtype=int32))
+        >>> round(float(jnp.exp(al.log_prob[0])), 3)  # 0.3 * 0.7 * 0.6
+        0.126
+        >>> seqctc.viterbi_align(logits, jnp.zeros((1, 3)), jnp.array([[1, 2]]),
+        ...                      jnp.zeros((1, 2)), blank_id=None).frame_labels
+        Array([[1, 1, 2]], dtype=int32)
+
+    References:
+        Viterbi, `Error bounds for convolutional codes and an asymptotically
+        optimum decoding algorithm
+        <https://doi.org/10.1109/TIT.1967.1054010>`_, IEEE Trans. Inf. Theory 1967.
+
+        Graves et al., `Connectionist Temporal Classification
+        <https://www.cs.toronto.edu/~graves/icml_2006.pdf>`_, ICML 2006.
+
+    See also:
+        :func:`token_spans`, :func:`seqctc.viterbi_loss`, :func:`seqctc.ctc_loss`.
+    """
+    logits = jnp.asarray(logits)
+    logit_paddings = jnp.asarray(logit_paddings)
+    labels = jnp.asarray(labels)
+    label_paddings = jnp.asarray(label_paddings)
+    _check_align_args(logits, logit_paddings, labels, label_paddings, blank_id)
+    batch, num_frames, num_classes = logits.shape
+    max_labels = labels.shape[1]
+
+    frame_valid = logit_paddings == 0  # [B, T]
+    label_valid = label_paddings == 0  # [B, N]
+    num_valid_frames = jnp.sum(frame_valid, axis=1, dtype=jnp.int32)  # [B]
+    num_labels = jnp.sum(label_valid, axis=1, dtype=jnp.int32)  # [B]
+    # Padded frames are zeroed before log_softmax, so NaN there never reaches a
+    # value or a gradient (the double-where trick).
+    dtype = compute_dtype(logits)
+    logits = jnp.where(frame_valid[:, :, None], logits.astype(dtype), 0)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)  # [B, T, K]
+
+    out_of_range = (labels < 0) | (labels >= num_classes)
+    if blank_id is not None:
+        out_of_range = out_of_range | (labels == blank_id)
+    bad_row = jnp.any(label_valid & out_of_range, axis=1)  # [B]
+    safe_labels = jnp.clip(labels, 0, num_classes - 1).astype(jnp.int32)
+
+    if blank_id is None:
+        classes = jnp.where(label_valid, safe_labels, 0)  # [B, S], S = N
+        num_states = num_labels
+        skip = jnp.zeros((batch, max_labels), bool)
+        first_states = 1
+        feasible = (num_valid_frames >= num_labels) & (
+            (num_labels > 0) | (num_valid_frames == 0)
+        )
+    else:
+        ext = extend_with_blanks(safe_labels, label_paddings, blank_id=blank_id)
+        classes, skip = ext.states, ext.skip  # [B, S], S = 2N + 1
+        num_states = 2 * num_labels + 1
+        first_states = 2
+        repeats = jnp.sum(
+            label_valid[:, 1:] & (safe_labels[:, 1:] == safe_labels[:, :-1]),
+            axis=1,
+            dtype=jnp.int32,
+        )
+        feasible = num_valid_frames >= num_labels + repeats
+    num_all_states = classes.shape[1]
+    positions = jnp.arange(num_all_states, dtype=jnp.int32)
+    state_valid = positions[None, :] < num_states[:, None]  # [B, S]
+    initial = state_valid & (positions < first_states)[None, :]  # [B, S]
+
+    def forward(delta, inputs):
+        # delta: [B, S] best log probability of a prefix ending in each state.
+        log_probs_t, valid_t, t = inputs  # [B, K], [B], []
+        emit = jnp.take_along_axis(log_probs_t, classes, axis=1)  # [B, S]
+        emit = jnp.where(state_valid, jnp.maximum(emit, _EMIT_FLOOR), NEG_INF)
+        fill1 = jnp.full((batch, 1), NEG_INF, dtype)
+        fill2 = jnp.full((batch, 2), NEG_INF, dtype)
+        from_prev = jnp.concatenate([fill1, delta], axis=1)[:, :-1]
+        from_skip = jnp.concatenate([fill2, delta], axis=1)[:, :-2]
+        from_skip = jnp.where(skip, from_skip, NEG_INF)
+        candidates = jnp.stack([delta, from_prev, from_skip], axis=-1)  # [B, S, 3]
+        # argmax takes the first maximum: the larger predecessor wins ties.
+        back = jnp.argmax(candidates, axis=-1).astype(jnp.int8)  # [B, S]
+        new = emit + jnp.max(candidates, axis=-1)
+        new = jnp.where(t == 0, jnp.where(initial, emit, NEG_INF), new)
+        delta = jnp.where(valid_t[:, None], new, delta)
+        back = jnp.where(valid_t[:, None] & (t > 0), back, jnp.int8(0))
+        return delta, back
+
+    delta0 = jnp.full((batch, num_all_states), NEG_INF, dtype)
+    xs = (
+        jnp.swapaxes(lax.stop_gradient(log_probs), 0, 1),  # [T, B, K]
+        jnp.swapaxes(frame_valid, 0, 1),  # [T, B]
+        jnp.arange(num_frames),  # [T]
+    )
+    delta, backs = lax.scan(forward, delta0, xs)  # [B, S], [T, B, S]
+
+    last = jnp.maximum(num_states - 1, 0)  # [B]
+    if blank_id is None:
+        end = last
+    else:
+        end_blank = jnp.take_along_axis(delta, last[:, None], axis=1)[:, 0]
+        end_label = jnp.take_along_axis(
+            delta, jnp.maximum(last - 1, 0)[:, None], axis=1
+        )[:, 0]
+        end_label = jnp.where(num_labels > 0, end_label, NEG_INF)
+        end = jnp.where(end_blank >= end_label, last, last - 1)
+
+    def backward(state, back_t):
+        # state: [B] state at frame t; back_t: [B, S] offsets to frame t - 1.
+        step = jnp.take_along_axis(back_t, state[:, None], axis=1)[:, 0]
+        return jnp.maximum(state - step.astype(jnp.int32), 0), state
+
+    _, path = lax.scan(backward, end, backs, reverse=True)  # [T, B]
+    path = jnp.swapaxes(path, 0, 1)  # [B, T]
+    on_path = frame_valid & feasible[:, None]  # [B, T]
+    states = jnp.where(on_path, path, -1)
+    frame_labels = jnp.where(
+        on_path, jnp.take_along_axis(classes, jnp.maximum(path, 0), axis=1), -1
+    )
+    path_log_probs = jnp.take_along_axis(
+        log_probs, jnp.maximum(frame_labels, 0)[:, :, None], axis=2
+    )[:, :, 0]  # [B, T]
+    log_prob = jnp.sum(jnp.where(on_path, path_log_probs, 0), axis=1)
+    log_prob = jnp.where(feasible, log_prob, -jnp.inf)
+    log_prob = jnp.where(bad_row, jnp.nan, log_prob)
+    return Alignment(
+        frame_labels=frame_labels.astype(jnp.int32),
+        states=states.astype(jnp.int32),
+        log_prob=log_prob,
+    )
+
+
+def token_spans(
+    alignment: Alignment,
+    logits: ArrayLike,
+    *,
+    max_tokens: int | None = None,
+    blank_id: int | None = 0,
+) -> TokenSpans:
+    r"""Reads off the frames each label token occupies on an alignment.
+
+    Token :math:`n` of a row is the label state visited on the path: state
+    :math:`2n + 1` of the CTC graph (blanks belong to no token), or label
+    position :math:`n` of the blank-free graph. Each token occupies one
+    contiguous run of frames ``starts[b, n] ≤ t < ends[b, n]`` (end exclusive, as
+    in torchaudio's ``TokenSpan``), and its score is the mean per-frame log
+    probability of its class over that run:
+
+    .. math::
+
+        \mathrm{score}_n = \frac{1}{e_n - s_n} \sum_{t = s_n}^{e_n - 1}
+            \log y_{l_n}[t].
+
+    Args:
+        alignment: an :class:`Alignment` from :func:`viterbi_align` (its
+            ``states`` and ``frame_labels``, ``[B, T]``, ``-1`` on padded frames).
+        logits: ``[B, T, K]`` the unnormalised logits the alignment was made
+            from (``log_softmax`` is applied); frames where the alignment is
+            ``-1`` are never read.
+        max_tokens: the number of token slots ``M`` (a static Python int);
+            ``None`` means ``T``, enough for any alignment. Pass the label width
+            ``N`` to get ``[B, N]`` outputs; tokens beyond ``M`` are dropped.
+        blank_id: the graph the alignment was made on: an int for the CTC graph,
+            ``None`` for the blank-free one (only its being ``None`` matters).
+
+    Returns:
+        A :class:`TokenSpans` with ``tokens``, ``starts``, ``ends`` and ``scores``
+        of shape ``[B, M]``, padded with ``-1`` (``-inf`` for ``scores``).
+        Infeasible rows have no tokens.
+
+    Raises:
+        ValueError: if a rank or shape is wrong or ``max_tokens`` is not a
+            positive int.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import seqctc
+        >>> logits = jnp.log(jnp.array([[[0.1, 0.8, 0.1], [0.2, 0.7, 0.1],
+        ...                              [0.8, 0.1, 0.1], [0.1, 0.1, 0.8]]]))
+        >>> al = seqctc.viterbi_align(logits, jnp.zeros((1, 4)), jnp.array([[1, 2]]),
+        ...                           jnp.zeros((1, 2)))
+        >>> al.frame_labels
+        Array([[1, 1, 0, 2]], dtype=int32)
+        >>> spans = seqctc.token_spans(al, logits, max_tokens=2)
+        >>> spans.tokens
+        Array([[1, 2]], dtype=int32)
+        >>> spans.starts, spans.ends
+        (Array([[0, 3]], dtype=int32), Array([[2, 4]], dtype=int32))
+
+    See also:
+        :func:`viterbi_align`.
+    """
+    states = jnp.asarray(alignment.states)
+    frame_labels = jnp.asarray(alignment.frame_labels)
+    logits = jnp.asarray(logits)
+    check_rank(states, 2, "alignment.states")
+    check_rank(frame_labels, 2, "alignment.frame_labels")
+    check_rank(logits, 3, "logits")
+    check_same_dim(states, 0, "alignment.states", logits, 0, "logits")
+    check_same_dim(states, 1, "alignment.states", logits, 1, "logits")
+    check_same_dim(
+        states, 1, "alignment.states", frame_labels, 1, "alignment.frame_labels"
+    )
+    batch, num_frames, _ = logits.shape
+    if max_tokens is None:
+        max_tokens = num_frames
+    if (
+        isinstance(max_tokens, bool)
+        or not isinstance(max_tokens, int)
+        or max_tokens < 1
+    ):
+        raise ValueError(f"`max_tokens` must be a positive int, got {max_tokens!r}.")
+
+    on_path = states >= 0  # [B, T]
+    if blank_id is None:
+        in_token = on_path
+        token = states
+    else:
+        in_token = on_path & (states % 2 == 1)
+        token = (states - 1) // 2
+    # Frames outside any token scatter to slot M, which is dropped.
+    token = jnp.where(in_token & (token < max_tokens), token, max_tokens)  # [B, T]
+
+    dtype = compute_dtype(logits)
+    logits = jnp.where(on_path[:, :, None], logits.astype(dtype), 0)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)  # [B, T, K]
+    frame_scores = jnp.take_along_axis(
+        log_probs, jnp.maximum(frame_labels, 0)[:, :, None], axis=2
+    )[:, :, 0]  # [B, T]
+
+    rows = jnp.broadcast_to(jnp.arange(batch)[:, None], (batch, num_frames))
+    frames = jnp.broadcast_to(
+        jnp.arange(num_frames, dtype=jnp.int32)[None, :], (batch, num_frames)
+    )
+    big = jnp.int32(num_frames + 1)
+    starts = jnp.full((batch, max_tokens), big).at[rows, token].min(frames, mode="drop")
+    ends = (
+        jnp.full((batch, max_tokens), -1, jnp.int32)
+        .at[rows, token]
+        .max(frames + 1, mode="drop")
+    )
+    tokens = (
+        jnp.full((batch, max_tokens), -1, jnp.int32)
+        .at[rows, token]
+        .max(frame_labels.astype(jnp.int32), mode="drop")
+    )
+    totals = (
+        jnp.zeros((batch, max_tokens), dtype)
+        .at[rows, token]
+        .add(jnp.where(in_token, frame_scores, 0), mode="drop")
+    )
+    used = ends >= 0
+    durations = jnp.maximum(ends - starts, 1).astype(dtype)
+    return TokenSpans(
+        tokens=tokens,
+        starts=jnp.where(used, starts, -1),
+        ends=jnp.where(used, ends, -1),
+        scores=jnp.where(used, totals / durations, -jnp.inf),
+    )
