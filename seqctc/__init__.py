@@ -35,5 +35,14 @@ from seqctc._align import token_spans
 from seqctc._align import viterbi_align
 
 # The lecture's losses (_segment.py).
+from seqctc._segment import count_segmentations
+from seqctc._segment import framewise_loss
+from seqctc._segment import framewise_predict
+from seqctc._segment import log_count_segmentations
+from seqctc._segment import segments_to_frame_labels
+from seqctc._segment import sequence_weights
+from seqctc._segment import viterbi_loss
+from seqctc._segment import weighted_sequence_loss
+from seqctc._segment import weighted_vote
 
 __version__ = "0.1.0"
