@@ -27,6 +27,11 @@ from seqctc._ctc import ctc_loss
 from seqctc._ctc import check_inputs
 
 # Decoding (_decode.py, _lm.py).
+from seqctc._decode import Decoded
+from seqctc._decode import greedy_decode
+from seqctc._decode import beam_decode
+from seqctc._lm import LanguageModel
+from seqctc._lm import CharNGramLM
 
 # Viterbi alignment (_align.py).
 from seqctc._align import Alignment

@@ -1,0 +1,646 @@
+"""Decoding CTC outputs: greedy best path and prefix beam search."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from seqctc._lm import LanguageModel, hotword_automaton
+from seqctc._types import NEG_INF, Array, ArrayLike
+from seqctc._utils import check_blank_id, check_rank, check_same_dim, compute_dtype
+
+# Scores below this are "no path": sums of a few NEG_INF terms stay below it.
+_HALF_NEG_INF = NEG_INF / 2
+
+
+class Decoded(NamedTuple):
+    """Decoded token sequences, right padded with −1.
+
+    Attributes:
+        tokens: ``[B, L]`` int32 (``[B, top_k, L]`` for beam search) emitted
+            tokens, blanks and repeats removed; unused slots hold −1.
+        lengths: ``[B]`` (``[B, top_k]``) int32 number of emitted tokens.
+        scores: ``[B]`` (``[B, top_k]``) float log score of each hypothesis,
+            −inf where there is none.
+        starts: same shape as ``tokens``, int32 first frame of each emitted
+            token; −1 in unused slots.
+    """
+
+    tokens: Array
+    lengths: Array
+    scores: Array
+    starts: Array
+
+
+def _log_probs(logits: Array, logit_paddings: Array, blank_id: Any) -> Array:
+    """log_softmax in the compute dtype; padded frames are replaced by zeros."""
+    dtype = compute_dtype(logits)
+    padded = logit_paddings > 0  # [B, T]
+    logits = jnp.where(padded[:, :, None], jnp.zeros((), dtype), logits.astype(dtype))
+    return jax.nn.log_softmax(logits, axis=-1)
+
+
+def _check_inputs(logits: ArrayLike, logit_paddings: ArrayLike, blank_id: int):
+    logits = jnp.asarray(logits)
+    logit_paddings = jnp.asarray(logit_paddings)
+    check_rank(logits, 3, "logits")
+    check_rank(logit_paddings, 2, "logit_paddings")
+    check_same_dim(logits, 0, "logits", logit_paddings, 0, "logit_paddings")
+    check_same_dim(logits, 1, "logits", logit_paddings, 1, "logit_paddings")
+    check_blank_id(blank_id, logits.shape[-1])
+    return logits, logit_paddings
+
+
+def _compact(frame_tokens: Array, dtype: jnp.dtype) -> tuple[Array, Array, Array]:
+    """Packs per-frame emissions (−1 = none) to the left.
+
+    Args:
+        frame_tokens: ``[..., T]`` int32 token emitted at each frame, or −1.
+        dtype: unused, kept for symmetry.
+
+    Returns:
+        ``(tokens, lengths, starts)``: ``[..., T]`` tokens and their first frames,
+        right padded with −1, and ``[...]`` counts.
+    """
+    del dtype
+    num_frames = frame_tokens.shape[-1]
+    emit = frame_tokens >= 0
+    lead = frame_tokens.shape[:-1]
+    flat = frame_tokens.reshape((-1, num_frames))  # [R, T]
+    flat_emit = emit.reshape((-1, num_frames))
+    rows = flat.shape[0]
+    # Target slot of each emission; frames without one go out of range.
+    slot = jnp.cumsum(flat_emit, axis=-1, dtype=jnp.int32) - 1
+    slot = jnp.where(flat_emit, slot, num_frames)  # [R, T]
+    row = jnp.broadcast_to(jnp.arange(rows, dtype=jnp.int32)[:, None], slot.shape)
+    frames = jnp.broadcast_to(
+        jnp.arange(num_frames, dtype=jnp.int32)[None, :], slot.shape
+    )
+    empty = jnp.full((rows, num_frames), -1, jnp.int32)
+    tokens = empty.at[row, slot].set(flat, mode="drop")
+    starts = empty.at[row, slot].set(frames, mode="drop")
+    lengths = jnp.sum(flat_emit, axis=-1, dtype=jnp.int32)
+    return (
+        tokens.reshape(frame_tokens.shape),
+        lengths.reshape(lead),
+        starts.reshape(frame_tokens.shape),
+    )
+
+
+def greedy_decode(
+    logits: ArrayLike,
+    logit_paddings: ArrayLike,
+    *,
+    blank_id: int = 0,
+) -> Decoded:
+    r"""Best-path (greedy) CTC decoding.
+
+    Takes the most probable class at every valid frame (ties go to the lowest
+    class index), merges repeats and drops blanks. The score is the log
+    probability of that single path, not of the decoded label sequence:
+
+    .. math::
+
+        \pi_t = \arg\max_k y_t(k), \qquad
+        \mathrm{score} = \sum_{t < T_b} \log y_t(\pi_t).
+
+    Args:
+        logits: ``[B, T, K]`` unnormalised logits (log-probabilities work too);
+            ``log_softmax`` is applied here. Half precision is computed in
+            float32.
+        logit_paddings: ``[B, T]`` paddings, 1.0 = padded frame. Padded frames are
+            never read.
+        blank_id: the blank class (a Python int, static).
+
+    Returns:
+        A :class:`Decoded` with ``tokens [B, T]`` (−1 padded), ``lengths [B]``,
+        ``scores [B]`` (log probability of the best path) and ``starts [B, T]``
+        (first frame of each token, −1 padded).
+
+    Raises:
+        ValueError: if ``logits`` is not rank 3, ``logit_paddings`` not rank 2,
+            their batch or time sizes differ, or ``blank_id`` is outside
+            ``[0, K)``.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import seqctc
+        >>> logits = jnp.log(jnp.array([[[.1, .9], [.2, .8], [.9, .1], [.3, .7]]]))
+        >>> out = seqctc.greedy_decode(logits, jnp.zeros((1, 4)))
+        >>> out.tokens, out.lengths, out.starts
+        (Array([[ 1,  1, -1, -1]], dtype=int32), Array([2], dtype=int32),
+         Array([[ 0,  3, -1, -1]], dtype=int32))
+
+    References:
+        Graves et al., `Connectionist Temporal Classification
+        <https://www.cs.toronto.edu/~graves/icml_2006.pdf>`_, ICML 2006.
+
+    See also:
+        :func:`beam_decode` for the most probable label sequence.
+    """
+    logits, logit_paddings = _check_inputs(logits, logit_paddings, blank_id)
+    log_probs = _log_probs(logits, logit_paddings, blank_id)  # [B, T, K]
+    valid = logit_paddings == 0  # [B, T]
+    best = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)  # [B, T]
+    best_lp = jnp.take_along_axis(log_probs, best[:, :, None], axis=-1)[:, :, 0]
+    scores = jnp.sum(jnp.where(valid, best_lp, jnp.zeros((), best_lp.dtype)), axis=-1)
+    previous = jnp.pad(best[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
+    emit = valid & (best != blank_id) & (best != previous)
+    frame_tokens = jnp.where(emit, best, -1)
+    tokens, lengths, starts = _compact(frame_tokens, log_probs.dtype)
+    return Decoded(tokens=tokens, lengths=lengths, scores=scores, starts=starts)
+
+
+# --------------------------------------------------------------------------
+# Prefix beam search.
+# --------------------------------------------------------------------------
+
+
+def _mix_hash(h: Array, token: Array, seed: int) -> Array:
+    """Hash of a prefix extended by ``token``: multiply-add, then murmur3 fmix32."""
+    x = h * jnp.uint32(0x9E3779B1) + (token.astype(jnp.uint32) + jnp.uint32(1)) * (
+        jnp.uint32(seed)
+    )
+    x = x ^ (x >> jnp.uint32(16))
+    x = x * jnp.uint32(0x85EBCA6B)
+    x = x ^ (x >> jnp.uint32(13))
+    x = x * jnp.uint32(0xC2B2AE35)
+    return x ^ (x >> jnp.uint32(16))
+
+
+class _Beams(NamedTuple):
+    """Per-utterance beam state; every field has leading axis ``W``."""
+
+    log_pb: Array  # [W] log prob of paths ending in blank
+    log_pnb: Array  # [W] log prob of paths ending in the last token
+    best_b: Array  # [W] log prob of the best single path ending in blank
+    best_nb: Array  # [W] ... ending in the last token
+    last: Array  # [W] int32 last token, −1 for the empty prefix
+    length: Array  # [W] int32 prefix length
+    hash1: Array  # [W] uint32 hashes of the prefix
+    hash2: Array
+    parent1: Array  # [W] uint32 hashes of the prefix without its last token
+    parent2: Array
+    bonus: Array  # [W] fused extra score (LM, insertion, hotwords)
+    lm_state: Any  # pytree, leading axis W
+    hot_state: Array  # [W, H] int32 hotword automaton states
+
+
+def _encode(token: Array, slot: Array, end: Array, width: int) -> Array:
+    """Back-pointer: (emitted token or −1, parent slot, parent end 0=b/1=nb)."""
+    return ((token + 1) * width + slot) * 2 + end
+
+
+def _beam_search_one(
+    log_probs: Array,
+    ext_log_probs: Array,
+    classes: Array,
+    valid_frames: Array,
+    *,
+    beam_width: int,
+    top_k: int,
+    blank_id: int,
+    lm: LanguageModel | None,
+    lm_weight: Array,
+    insertion_bonus: Array,
+    hot: tuple[Array, Array] | None,
+    hotword_weight: Array,
+    fused: bool,
+) -> tuple[Array, Array, Array]:
+    """Prefix beam search over one utterance.
+
+    Args:
+        log_probs: ``[T, K]`` log probabilities (padded frames zeroed).
+        ext_log_probs: ``[T, K]`` the same, NEG_INF for classes that may not
+            extend a prefix (blank, pruned classes).
+        classes: ``[T, M]`` int32 candidate extension classes per frame.
+        valid_frames: ``[T]`` bool.
+
+    Returns:
+        ``(frame_tokens [top_k, T], scores [top_k], valid [top_k])``.
+    """
+    dtype = log_probs.dtype
+    width = beam_width
+    num_cand = classes.shape[-1]
+    neg = jnp.asarray(NEG_INF, dtype)
+    slots = jnp.arange(width, dtype=jnp.int32)
+    first = slots == 0
+
+    if lm is not None:
+        lm_init = jax.tree.map(
+            lambda x: jnp.broadcast_to(jnp.asarray(x), (width, *jnp.shape(x))),
+            lm.initial_state(),
+        )
+        lm_score_grid = jax.vmap(
+            jax.vmap(lm.score, in_axes=(None, 0)), in_axes=(0, None)
+        )
+        lm_score_rows = jax.vmap(lm.score)
+    else:
+        lm_init = jnp.zeros((width,), jnp.int32)
+    if hot is not None:
+        hot_trans, hot_lengths = hot  # [H, L + 1, K], [H]
+        num_hot = hot_lengths.shape[0]
+        hot_init = jnp.zeros((width, num_hot), jnp.int32)
+    else:
+        hot_init = jnp.zeros((width, 0), jnp.int32)
+
+    def hot_step(state: Array, token: Array) -> tuple[Array, Array]:
+        """Hotword automaton step; returns (new state, bonus increment in tokens)."""
+        # state [..., H], token [...]
+        h_idx = jnp.broadcast_to(
+            jnp.arange(state.shape[-1], dtype=jnp.int32), state.shape
+        )
+        nxt = hot_trans[h_idx, state, jnp.broadcast_to(token[..., None], state.shape)]
+        done = nxt == hot_lengths
+        completed = jnp.sum(jnp.where(done, hot_lengths, 0), axis=-1).astype(dtype)
+        nxt = jnp.where(done, 0, nxt)
+        gain = (
+            completed
+            + jnp.max(nxt, axis=-1, initial=0).astype(dtype)
+            - jnp.max(state, axis=-1, initial=0).astype(dtype)
+        )
+        return nxt, gain
+
+    init = _Beams(
+        log_pb=jnp.where(first, jnp.zeros((), dtype), neg),
+        log_pnb=jnp.full((width,), neg),
+        best_b=jnp.where(first, jnp.zeros((), dtype), neg),
+        best_nb=jnp.full((width,), neg),
+        last=jnp.full((width,), -1, jnp.int32),
+        length=jnp.zeros((width,), jnp.int32),
+        hash1=jnp.zeros((width,), jnp.uint32),
+        hash2=jnp.zeros((width,), jnp.uint32),
+        parent1=jnp.full((width,), 0xFFFFFFFF, jnp.uint32),
+        parent2=jnp.full((width,), 0xFFFFFFFF, jnp.uint32),
+        bonus=jnp.zeros((width,), dtype),
+        lm_state=lm_init,
+        hot_state=hot_init,
+    )
+    identity_b = _encode(jnp.full((width,), -1, jnp.int32), slots, 0, width)
+    identity_nb = _encode(jnp.full((width,), -1, jnp.int32), slots, 1, width)
+
+    def step(beams: _Beams, xs):
+        lp, ext_lp, cls, is_valid = xs  # [K], [K], [M], []
+        alive = (beams.log_pb > _HALF_NEG_INF) | (beams.log_pnb > _HALF_NEG_INF)
+        total = jnp.logaddexp(beams.log_pb, beams.log_pnb)  # [W]
+        has_last = beams.length > 0
+        last_c = jnp.maximum(beams.last, 0)
+        lp_last = jnp.where(has_last, lp[last_c], neg)
+        lp_blank = lp[blank_id]
+
+        # 1. The prefix stays: a blank, or a repeat of its last token.
+        stay_pb = total + lp_blank
+        stay_pnb = beams.log_pnb + lp_last
+        best_b_from_nb = beams.best_nb > beams.best_b
+        stay_best_b = jnp.maximum(beams.best_b, beams.best_nb) + lp_blank
+        stay_best_nb = beams.best_nb + lp_last
+
+        # 2. Children already in the beam receive their parent's extension.
+        child = (
+            alive[:, None]
+            & alive[None, :]
+            & (beams.length[:, None] == beams.length[None, :] + 1)
+            & (beams.parent1[:, None] == beams.hash1[None, :])
+            & (beams.parent2[:, None] == beams.hash2[None, :])
+        )  # [W (child), W (parent)]
+        has_parent = jnp.any(child, axis=1)
+        parent = jnp.argmax(child, axis=1).astype(jnp.int32)
+        p_same = beams.last[parent] == beams.last
+        ext_lp_last = jnp.where(has_last, ext_lp[last_c], neg)
+        merge_pnb = jnp.where(p_same, beams.log_pb[parent], total[parent]) + ext_lp_last
+        p_from_nb = (~p_same) & (beams.best_nb[parent] > beams.best_b[parent])
+        merge_best = (
+            jnp.where(p_from_nb, beams.best_nb[parent], beams.best_b[parent])
+            + ext_lp_last
+        )
+        stay_pnb = jnp.where(has_parent, jnp.logaddexp(stay_pnb, merge_pnb), stay_pnb)
+        take_ext = has_parent & (merge_best > stay_best_nb)
+        stay_best_nb = jnp.where(take_ext, merge_best, stay_best_nb)
+        stay_bp_nb = jnp.where(
+            take_ext,
+            _encode(beams.last, parent, p_from_nb.astype(jnp.int32), width),
+            identity_nb,
+        )
+        stay_bp_b = _encode(
+            jnp.full((width,), -1, jnp.int32),
+            slots,
+            best_b_from_nb.astype(jnp.int32),
+            width,
+        )
+        stay_score = jnp.logaddexp(stay_pb, stay_pnb)
+        if fused:
+            stay_score = stay_score + beams.bonus
+
+        # 3. Extensions by each candidate class: [W, M].
+        same = beams.last[:, None] == cls[None, :]
+        ext_pnb = (
+            jnp.where(same, beams.log_pb[:, None], total[:, None])
+            + ext_lp[cls][None, :]
+        )
+        merged = jnp.any(
+            child[:, :, None] & (beams.last[:, None, None] == cls[None, None, :]),
+            axis=0,
+        )  # [W (parent), M]
+        ext_pnb = jnp.where(merged | ~alive[:, None], neg, ext_pnb)
+        ext_score = ext_pnb
+        if fused:
+            delta = jnp.broadcast_to(insertion_bonus, (width, num_cand))
+            if lm is not None:
+                _, lm_lp = lm_score_grid(beams.lm_state, cls)
+                delta = delta + lm_weight * lm_lp.astype(dtype)
+            if hot is not None:
+                _, gain = hot_step(
+                    jnp.broadcast_to(
+                        beams.hot_state[:, None, :], (width, num_cand, num_hot)
+                    ),
+                    jnp.broadcast_to(cls[None, :], (width, num_cand)),
+                )
+                delta = delta + hotword_weight * gain
+            ext_score = ext_score + beams.bonus[:, None] + delta
+
+        # 4. Keep the beam_width best of the W + W * M candidates.
+        scores = jnp.concatenate([stay_score, ext_score.reshape(-1)])
+        _, idx = lax.top_k(scores, width)
+        idx = idx.astype(jnp.int32)
+        is_ext = idx >= width
+        flat = jnp.maximum(idx - width, 0)
+        src = jnp.where(is_ext, flat // num_cand, idx)
+        new_c = cls[flat % num_cand]
+        sel_same = beams.last[src] == new_c
+        sel_from_nb = (~sel_same) & (beams.best_nb[src] > beams.best_b[src])
+        ext_best = (
+            jnp.where(sel_from_nb, beams.best_nb[src], beams.best_b[src])
+            + ext_lp[new_c]
+        )
+
+        def pick(stay_val, ext_val):
+            return jnp.where(is_ext, ext_val, stay_val[src])
+
+        new_hash1 = _mix_hash(beams.hash1[src], new_c, 0x27D4EB2F)
+        new_hash2 = _mix_hash(beams.hash2[src], new_c, 0x165667B1)
+        if fused:
+            new_bonus = jnp.where(
+                is_ext, beams.bonus[src] + delta.reshape(-1)[flat], beams.bonus[src]
+            )
+        else:
+            new_bonus = beams.bonus
+        if lm is not None:
+            src_state = jax.tree.map(lambda x: x[src], beams.lm_state)
+            ext_state, _ = lm_score_rows(src_state, new_c)
+            new_lm = jax.tree.map(
+                lambda e, s: jnp.where(
+                    is_ext.reshape((width,) + (1,) * (s.ndim - 1)), e, s
+                ),
+                ext_state,
+                src_state,
+            )
+        else:
+            new_lm = beams.lm_state
+        if hot is not None:
+            ext_hot, _ = hot_step(beams.hot_state[src], new_c)
+            new_hot = jnp.where(is_ext[:, None], ext_hot, beams.hot_state[src])
+        else:
+            new_hot = beams.hot_state
+        new = _Beams(
+            log_pb=pick(stay_pb, neg),
+            log_pnb=pick(stay_pnb, ext_pnb.reshape(-1)[flat]),
+            best_b=pick(stay_best_b, neg),
+            best_nb=pick(stay_best_nb, ext_best),
+            last=pick(beams.last, new_c),
+            length=beams.length[src] + is_ext.astype(jnp.int32),
+            hash1=pick(beams.hash1, new_hash1),
+            hash2=pick(beams.hash2, new_hash2),
+            parent1=pick(beams.parent1, beams.hash1[src]),
+            parent2=pick(beams.parent2, beams.hash2[src]),
+            bonus=new_bonus,
+            lm_state=new_lm,
+            hot_state=new_hot,
+        )
+        bp_b = pick(
+            stay_bp_b, _encode(jnp.full((width,), -1, jnp.int32), src, 0, width)
+        )
+        bp_nb = pick(
+            stay_bp_nb, _encode(new_c, src, sel_from_nb.astype(jnp.int32), width)
+        )
+        # Padded frames keep the beams and point every slot at itself.
+        new = jax.tree.map(lambda n, o: jnp.where(is_valid, n, o), new, beams)
+        bp_b = jnp.where(is_valid, bp_b, identity_b)
+        bp_nb = jnp.where(is_valid, bp_nb, identity_nb)
+        return new, jnp.stack([bp_b, bp_nb], axis=-1)
+
+    beams, back = lax.scan(
+        step, init, (log_probs, ext_log_probs, classes, valid_frames)
+    )  # back: [T, W, 2]
+
+    alive = (beams.log_pb > _HALF_NEG_INF) | (beams.log_pnb > _HALF_NEG_INF)
+    final = jnp.logaddexp(beams.log_pb, beams.log_pnb)
+    if fused:
+        final = final + beams.bonus
+    if lm is not None:
+        final = final + lm_weight * jax.vmap(lm.final_score)(beams.lm_state).astype(
+            dtype
+        )
+    final = jnp.where(alive, final, -jnp.inf)
+    scores, order = lax.top_k(final, top_k)
+    order = order.astype(jnp.int32)
+    found = alive[order]
+    end = (beams.best_nb[order] > beams.best_b[order]).astype(jnp.int32)
+
+    def backtrack(carry, bp_t):
+        slot, end = carry
+        code = bp_t[slot, end]  # [top_k]
+        token = code // (2 * width) - 1
+        return (((code // 2) % width), code % 2), token
+
+    _, frame_tokens = lax.scan(backtrack, (order, end), back, reverse=True)
+    frame_tokens = jnp.where(found[None, :], frame_tokens, -1)  # [T, top_k]
+    return frame_tokens.T, scores, found
+
+
+def _check_positive_int(value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"`{name}` must be a Python int, got {value!r}.")
+    if value < 1:
+        raise ValueError(f"`{name}` must be at least 1, got {value}.")
+
+
+def beam_decode(
+    logits: ArrayLike,
+    logit_paddings: ArrayLike,
+    *,
+    beam_width: int = 8,
+    top_k: int = 1,
+    blank_id: int = 0,
+    prune_top_k: int | None = None,
+    prune_threshold: float | None = None,
+    lm: LanguageModel | None = None,
+    lm_weight: ArrayLike = 1.0,
+    insertion_bonus: ArrayLike = 0.0,
+    hotwords: Sequence[Sequence[int]] | None = None,
+    hotword_weight: ArrayLike = 1.0,
+) -> Decoded:
+    r"""CTC prefix beam search with path merging, fixed shapes and an LM hook.
+
+    Keeps ``beam_width`` label prefixes. For each prefix :math:`\ell` it carries
+    the log probability of the paths that collapse to :math:`\ell` and end in a
+    blank, :math:`p_b`, or in the last token, :math:`p_{nb}`. At frame ``t``
+    every prefix either stays or is extended by a non-blank class ``c``:
+
+    .. math::
+
+        p_b^t(\ell) &= (p_b^{t-1}(\ell) + p_{nb}^{t-1}(\ell))\, y_t(\epsilon),
+        \\
+        p_{nb}^t(\ell c) &\mathrel{+}= y_t(c) \cdot
+            \begin{cases} p_b^{t-1}(\ell) & c = \ell_{-1} \\
+            p_b^{t-1}(\ell) + p_{nb}^{t-1}(\ell) & \text{otherwise,}\end{cases}
+        \\
+        p_{nb}^t(\ell) &\mathrel{+}= p_{nb}^{t-1}(\ell)\, y_t(\ell_{-1}).
+
+    After every frame equal prefixes are merged (an extension that equals a
+    prefix already in the beam adds to its :math:`p_{nb}`) and the
+    ``beam_width`` prefixes of highest :math:`p_b + p_{nb}` are kept. Equal
+    prefixes are found through two 32-bit rolling hashes of each prefix and of
+    its parent, and the tokens are recovered at the end from per-frame
+    back-pointers, so the work per frame is :math:`O(W \cdot M)` (``M``
+    candidate classes) and does not grow with ``T``. Without pruning the search
+    is exact prefix beam search: only the ``2W`` most probable non-blank classes
+    of a frame are expanded, which provably changes nothing (each prefix
+    contributes at most ``W`` survivors and at most ``W`` of its extensions are
+    set aside by merging or by the repeat rule).
+
+    ``starts`` follow the most probable single path among those merged into a
+    prefix (a Viterbi back-pointer kept next to the sums), so they increase.
+
+    **Shallow fusion.** With a language model ``lm`` (see
+    :class:`seqctc.LanguageModel`, e.g. :class:`seqctc.CharNGramLM`),
+    ``insertion_bonus`` or ``hotwords``, prefixes are ranked by the fused score
+
+    .. math::
+
+        \log p_{ctc}(\ell) + \alpha \log p_{lm}(\ell) + \beta |\ell|
+            + \gamma\, h(\ell),
+
+    with ``α = lm_weight``, ``β = insertion_bonus``, ``γ = hotword_weight`` and
+    :math:`h(\ell)` the hotword count (tokens of completed hotwords plus the
+    longest partial match at the end of :math:`\ell`; a partial match that
+    breaks off loses its bonus again). The LM's end-of-sentence score is added
+    to the final ranking. ``scores`` then hold this fused score. Without them
+    the result is pure CTC and ``scores`` are :math:`\log p_{ctc}(\ell)`.
+
+    Args:
+        logits: ``[B, T, K]`` unnormalised logits (log-probabilities work too);
+            half precision is computed in float32.
+        logit_paddings: ``[B, T]`` paddings, 1.0 = padded frame; never read.
+        beam_width: ``W``, prefixes kept per frame (static Python int ≥ 1).
+        top_k: hypotheses returned, ``1 ≤ top_k ≤ beam_width`` (static).
+        blank_id: the blank class (static).
+        prune_top_k: if set, only the ``prune_top_k`` most probable non-blank
+            classes of each frame may extend a prefix (static).
+        prune_threshold: if set, classes whose log probability at a frame is
+            below it do not extend prefixes there.
+        lm: a :class:`seqctc.LanguageModel` scoring each extension, or None.
+        lm_weight: ``α``, weight of the LM log probability.
+        insertion_bonus: ``β``, added per emitted token.
+        hotwords: token sequences to boost (static), e.g. ``[[3, 4, 5]]``.
+        hotword_weight: ``γ``, bonus per matched hotword token.
+
+    Returns:
+        A :class:`Decoded` with ``tokens [B, top_k, T]`` (−1 padded),
+        ``lengths [B, top_k]``, ``scores [B, top_k]`` sorted descending and
+        ``starts [B, top_k, T]``. Slots beyond the number of distinct
+        hypotheses hold tokens −1, length 0 and score −inf.
+
+    Raises:
+        ValueError: for wrong ranks or mismatched shapes of ``logits`` and
+            ``logit_paddings``, ``blank_id`` outside ``[0, K)``, a
+            ``beam_width``, ``top_k`` or ``prune_top_k`` that is not a positive
+            int, ``top_k > beam_width``, or a hotword that is empty or holds the
+            blank or a class outside ``[0, K)``.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import seqctc
+        >>> probs = jnp.array([[[.4, .6], [.3, .7], [.8, .2]]])
+        >>> out = seqctc.beam_decode(jnp.log(probs), jnp.zeros((1, 3)),
+        ...                          beam_width=4, top_k=2)
+        >>> out.tokens[0, :, :2], out.lengths
+        (Array([[ 1, -1], [-1, -1]], dtype=int32), Array([[1, 0]], dtype=int32))
+        >>> jnp.exp(out.scores)  # 1 - p("") - p("1 1"), and .4 * .3 * .8
+        Array([[0.868, 0.096]], dtype=float32)
+
+    References:
+        Graves et al., `Connectionist Temporal Classification
+        <https://www.cs.toronto.edu/~graves/icml_2006.pdf>`_, ICML 2006.
+        Hannun et al., `First-pass large vocabulary continuous speech
+        recognition using bi-directional recurrent DNNs
+        <https://arxiv.org/abs/1408.2873>`_, 2014.
+
+    See also:
+        :func:`greedy_decode`, :class:`seqctc.CharNGramLM`.
+    """
+    logits, logit_paddings = _check_inputs(logits, logit_paddings, blank_id)
+    _check_positive_int(beam_width, "beam_width")
+    _check_positive_int(top_k, "top_k")
+    if top_k > beam_width:
+        raise ValueError(
+            f"`top_k` must not exceed `beam_width`, got top_k={top_k} > "
+            f"beam_width={beam_width}."
+        )
+    if prune_top_k is not None:
+        _check_positive_int(prune_top_k, "prune_top_k")
+    num_classes = logits.shape[-1]
+    hot = None
+    if hotwords is not None and len(hotwords) > 0:
+        hot = hotword_automaton(hotwords, num_classes, blank_id)
+    log_probs = _log_probs(logits, logit_paddings, blank_id)  # [B, T, K]
+    dtype = log_probs.dtype
+    log_probs = jnp.maximum(log_probs, jnp.asarray(NEG_INF, dtype))
+    neg = jnp.asarray(NEG_INF, dtype)
+
+    # Classes allowed to extend a prefix, per frame.
+    is_blank = jnp.arange(num_classes) == blank_id
+    ext_lp = jnp.where(is_blank[None, None, :], neg, log_probs)  # [B, T, K]
+    if prune_threshold is not None:
+        threshold = jnp.asarray(prune_threshold, dtype)
+        ext_lp = jnp.where(ext_lp >= threshold, ext_lp, neg)
+    if prune_top_k is not None and prune_top_k < num_classes - 1:
+        kth = lax.top_k(ext_lp, prune_top_k)[0][:, :, -1:]  # [B, T, 1]
+        ext_lp = jnp.where(ext_lp >= kth, ext_lp, neg)
+    fused = lm is not None or hot is not None
+    if not (isinstance(insertion_bonus, (int, float)) and insertion_bonus == 0):
+        fused = True
+    num_cand = num_classes - 1
+    if not fused:
+        num_cand = min(num_cand, 2 * beam_width)
+    if prune_top_k is not None:
+        num_cand = min(num_cand, prune_top_k)
+    num_cand = max(num_cand, 1)
+    classes = lax.top_k(ext_lp, num_cand)[1].astype(jnp.int32)  # [B, T, M]
+
+    search = jax.vmap(
+        lambda lp, elp, cls, val: _beam_search_one(
+            lp,
+            elp,
+            cls,
+            val,
+            beam_width=beam_width,
+            top_k=top_k,
+            blank_id=blank_id,
+            lm=lm,
+            lm_weight=jnp.asarray(lm_weight, dtype),
+            insertion_bonus=jnp.asarray(insertion_bonus, dtype),
+            hot=hot,
+            hotword_weight=jnp.asarray(hotword_weight, dtype),
+            fused=fused,
+        )
+    )
+    frame_tokens, scores, _ = search(
+        log_probs, ext_lp, classes, logit_paddings == 0
+    )  # [B, top_k, T], [B, top_k]
+    tokens, lengths, starts = _compact(frame_tokens, dtype)
+    return Decoded(tokens=tokens, lengths=lengths, scores=scores, starts=starts)
