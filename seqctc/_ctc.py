@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
-from seqctc._types import Array, ArrayLike
-from seqctc._utils import check_rank, check_same_dim
+from seqctc._types import NEG_INF, Array, ArrayLike
+from seqctc._utils import (
+    check_blank_id,
+    check_rank,
+    check_same_dim,
+    compute_dtype,
+    paddings_to_lengths,
+)
 
 
 class ExtendedLabels(NamedTuple):
@@ -93,3 +102,625 @@ def extend_with_blanks(
     positions = jnp.arange(2 * max_labels + 1, dtype=jnp.int32)
     paddings = (positions[None, :] >= num_states[:, None]).astype(jnp.float32)
     return ExtendedLabels(states=states, skip=skip, paddings=paddings)
+
+
+# --------------------------------------------------------------------------
+# Static checks and shared preparation.
+
+
+def _check_static(logits, logit_paddings, labels, label_paddings, blank_id) -> None:
+    check_rank(logits, 3, "logits")
+    check_rank(logit_paddings, 2, "logit_paddings")
+    check_rank(labels, 2, "labels")
+    check_rank(label_paddings, 2, "label_paddings")
+    check_same_dim(logits, 0, "logits", logit_paddings, 0, "logit_paddings")
+    check_same_dim(logits, 1, "logits", logit_paddings, 1, "logit_paddings")
+    check_same_dim(logits, 0, "logits", labels, 0, "labels")
+    check_same_dim(labels, 0, "labels", label_paddings, 0, "label_paddings")
+    check_same_dim(labels, 1, "labels", label_paddings, 1, "label_paddings")
+    check_blank_id(blank_id, np.shape(logits)[2])
+
+
+class _Prepared(NamedTuple):
+    """Everything the recursions need, derived from the public arguments."""
+
+    log_probs: Array  # [B, T, K] compute dtype; 0-logits on padded frames
+    emissions: Array  # [T, B, S] log y_t(states[s]), clamped to >= NEG_INF
+    frame_lengths: Array  # [B] int32, T_b
+    num_states: Array  # [B] int32, S_b = 2 N_b + 1
+    num_labels: Array  # [B] int32, N_b
+    states: Array  # [B, S] int32, clipped into [0, K)
+    skip: Array  # [B, S] bool
+    infeasible: Array  # [B] bool, T_b < N_b + adjacent repeats
+    bad_labels: Array  # [B] bool, a valid label is the blank or outside [0, K)
+
+
+def _prepare(logits, logit_paddings, labels, label_paddings, blank_id) -> _Prepared:
+    logits = jnp.asarray(logits)
+    logit_paddings = jnp.asarray(logit_paddings)
+    labels = jnp.asarray(labels)
+    label_paddings = jnp.asarray(label_paddings)
+    _check_static(logits, logit_paddings, labels, label_paddings, blank_id)
+    batch, max_frames, num_classes = logits.shape
+    max_labels = labels.shape[1]
+    dtype = compute_dtype(logits)
+
+    frame_lengths = paddings_to_lengths(logit_paddings)  # [B]
+    num_labels = paddings_to_lengths(label_paddings)  # [B]
+    frame_valid = (
+        jnp.arange(max_frames, dtype=jnp.int32)[None, :] < frame_lengths[:, None]
+    )  # [B, T]
+    label_valid = (
+        jnp.arange(max_labels, dtype=jnp.int32)[None, :] < num_labels[:, None]
+    )  # [B, N]
+    labels = labels.astype(jnp.int32)
+    bad = label_valid & ((labels < 0) | (labels >= num_classes) | (labels == blank_id))
+    bad_labels = jnp.any(bad, axis=1)  # [B]
+    safe_labels = jnp.where(label_valid, jnp.clip(labels, 0, num_classes - 1), 0)
+    repeats = jnp.sum(
+        label_valid[:, 1:] & (safe_labels[:, 1:] == safe_labels[:, :-1]),
+        axis=1,
+        dtype=jnp.int32,
+    )  # [B]
+    infeasible = frame_lengths < num_labels + repeats
+
+    ext = extend_with_blanks(
+        safe_labels, (~label_valid).astype(jnp.float32), blank_id=blank_id
+    )
+    # Padded frames are never read: their logits become zeros before any op.
+    x = jnp.where(frame_valid[:, :, None], logits.astype(dtype), 0)  # [B, T, K]
+    log_probs = jax.nn.log_softmax(x, axis=-1)  # [B, T, K]
+    log_probs_tm = jnp.transpose(log_probs, (1, 0, 2))  # [T, B, K]
+    emissions = jnp.take_along_axis(
+        log_probs_tm, ext.states[None, :, :], axis=2
+    )  # [T, B, S]
+    # -inf (log 0) emissions become NEG_INF so the recursions stay finite; NaN
+    # stays NaN.
+    emissions = jnp.maximum(emissions, jnp.asarray(NEG_INF, dtype))
+    return _Prepared(
+        log_probs=log_probs,
+        emissions=emissions,
+        frame_lengths=frame_lengths,
+        num_states=2 * num_labels + 1,
+        num_labels=num_labels,
+        states=ext.states,
+        skip=ext.skip,
+        infeasible=infeasible,
+        bad_labels=bad_labels,
+    )
+
+
+# --------------------------------------------------------------------------
+# The recursions (time-major).
+
+
+def _logsumexp3(a: Array, b: Array, c: Array) -> Array:
+    """Elementwise log(e^a + e^b + e^c) with a single max shift."""
+    m = jnp.maximum(jnp.maximum(a, b), c)
+    return m + jnp.log(jnp.exp(a - m) + jnp.exp(b - m) + jnp.exp(c - m))
+
+
+def _shift_right(x: Array, k: int) -> Array:
+    """``y[:, s] = x[:, s - k]``, NEG_INF for ``s < k``."""
+    fill = jnp.full((x.shape[0], k), NEG_INF, x.dtype)
+    return jnp.concatenate([fill, x[:, :-k]], axis=1)
+
+
+def _shift_left(x: Array, k: int) -> Array:
+    """``y[:, s] = x[:, s + k]``, NEG_INF for ``s >= S - k``."""
+    fill = jnp.full((x.shape[0], k), NEG_INF, x.dtype)
+    return jnp.concatenate([x[:, k:], fill], axis=1)
+
+
+def _alpha_init(batch: int, num_states: int, dtype) -> Array:
+    """α before the first frame: log 1 in state 0, which may also enter state 1."""
+    init = jnp.full((batch, num_states), NEG_INF, dtype)
+    return init.at[:, 0].set(0)
+
+
+def _beta_init(num_states_b: Array, num_states: int, dtype) -> Array:
+    """β at each row's last frame: log 1 in the two final states."""
+    s = jnp.arange(num_states, dtype=jnp.int32)[None, :]
+    last = num_states_b[:, None]
+    final = (s == last - 1) | (s == last - 2)
+    return jnp.where(final, jnp.asarray(0, dtype), jnp.asarray(NEG_INF, dtype))
+
+
+def _alpha_step(prev: Array, emit: Array, skip: Array) -> Array:
+    skip2 = jnp.where(skip, _shift_right(prev, 2), NEG_INF)
+    return _logsumexp3(prev, _shift_right(prev, 1), skip2) + emit
+
+
+def _beta_step(nxt: Array, emit_next: Array, skip_next2: Array) -> Array:
+    b = nxt + emit_next
+    return _logsumexp3(
+        b, _shift_left(b, 1), jnp.where(skip_next2, _shift_left(b, 2), NEG_INF)
+    )
+
+
+def _tables(prep: _Prepared, *, alpha: bool, beta: bool):
+    """Runs the α and/or β recursions in one scan.
+
+    Returns ``(log_alpha [T, B, S] | None, log_beta [T, B, S] | None,
+    alpha_last [B, S])`` where ``alpha_last`` is α at each row's last valid
+    frame (the initial α for rows without frames).
+    """
+    emissions = prep.emissions  # [T, B, S]
+    max_frames, batch, num_states = emissions.shape
+    dtype = emissions.dtype
+    lengths = prep.frame_lengths  # [B]
+    steps = jnp.arange(max_frames, dtype=jnp.int32)  # [T]
+    skip = prep.skip
+    skip_next2 = jnp.concatenate(
+        [skip[:, 2:], jnp.zeros((batch, 2), bool)], axis=1
+    )  # [B, S]: skip[s + 2]
+    beta0 = _beta_init(prep.num_states, num_states, dtype)
+    # β at frame t = T - 1 - u reads the emissions of frame t + 1.
+    emissions_next_rev = jnp.concatenate(
+        [jnp.zeros((1, batch, num_states), dtype), emissions[::-1][:-1]], axis=0
+    )  # [T, B, S]
+
+    def body(carry, xs):
+        a_prev, b_next = carry
+        u, emit, emit_next = xs
+        out_a = out_b = None
+        if alpha:
+            a_new = _alpha_step(a_prev, emit, skip)
+            a_prev = jnp.where((u < lengths)[:, None], a_new, a_prev)
+            out_a = a_prev
+        if beta:
+            t = max_frames - 1 - u
+            b_new = _beta_step(b_next, emit_next, skip_next2)
+            b_next = jnp.where((t < lengths - 1)[:, None], b_new, beta0)
+            out_b = b_next
+        return (a_prev, b_next), (out_a, out_b)
+
+    carry0 = (_alpha_init(batch, num_states, dtype), beta0)
+    (alpha_last, _), (log_alpha, log_beta_rev) = jax.lax.scan(
+        body, carry0, (steps, emissions, emissions_next_rev)
+    )
+    log_beta = None if log_beta_rev is None else log_beta_rev[::-1]
+    return log_alpha, log_beta, alpha_last
+
+
+def _valid_mask(prep: _Prepared, max_frames: int, num_states: int) -> Array:
+    """``[T, B, S]`` bool: frame and state both unpadded."""
+    t = jnp.arange(max_frames, dtype=jnp.int32)[:, None, None]
+    s = jnp.arange(num_states, dtype=jnp.int32)[None, None, :]
+    return (t < prep.frame_lengths[None, :, None]) & (
+        s < prep.num_states[None, :, None]
+    )
+
+
+def _log_likelihood(prep: _Prepared, alpha_last: Array) -> Array:
+    """``[B]`` log p(labels | logits) from α at the last valid frame."""
+    last = prep.num_states[:, None]  # [B, 1]
+    end1 = jnp.take_along_axis(alpha_last, last - 1, axis=1)[:, 0]
+    end2 = jnp.take_along_axis(alpha_last, jnp.maximum(last - 2, 0), axis=1)[:, 0]
+    end2 = jnp.where(prep.num_labels > 0, end2, NEG_INF)
+    return jnp.logaddexp(end1, end2)
+
+
+def _finish(prep: _Prepared, log_p: Array) -> tuple[Array, Array]:
+    """Per-row loss and a mask of rows whose gradient is zero."""
+    # A feasible row whose probability is 0 (``-inf`` logits) is as impossible
+    # as an infeasible one.
+    impossible = prep.infeasible | (log_p < 0.5 * NEG_INF)
+    loss = jnp.where(impossible, jnp.inf, -log_p)
+    loss = jnp.where(prep.bad_labels, jnp.nan, loss)
+    # Rounding may leave -log p a hair below 0 for a certain path.
+    loss = jnp.maximum(loss, 0)
+    return loss, impossible
+
+
+def _posteriors_tm(prep, log_alpha, log_beta, log_p, impossible) -> Array:
+    """``[T, B, S]`` γ = exp(α + β − log p); 0 on padding and impossible rows."""
+    max_frames, _, num_states = log_alpha.shape
+    mask = _valid_mask(prep, max_frames, num_states) & ~impossible[None, :, None]
+    z = log_alpha + log_beta - log_p[None, :, None]
+    return jnp.where(mask, jnp.exp(jnp.where(mask, z, 0)), 0)
+
+
+def _class_gradient(prep, gamma_tm) -> Array:
+    """``[B, T, K]`` d(−log p)/d logits = softmax · Σ_s γ − Σ_{s: class k} γ."""
+    num_classes = prep.log_probs.shape[2]
+    dtype = gamma_tm.dtype
+    one_hot = jax.nn.one_hot(prep.states, num_classes, dtype=dtype)  # [B, S, K]
+    per_class = jnp.einsum("tbs,bsk->btk", gamma_tm, one_hot)  # [B, T, K]
+    total = jnp.transpose(jnp.sum(gamma_tm, axis=2))  # [B, T]
+    return jnp.exp(prep.log_probs) * total[:, :, None] - per_class
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _ctc_nll(logits, logit_paddings, labels, label_paddings, blank_id):
+    prep = _prepare(logits, logit_paddings, labels, label_paddings, blank_id)
+    _, _, alpha_last = _tables(prep, alpha=True, beta=False)
+    loss, _ = _finish(prep, _log_likelihood(prep, alpha_last))
+    return loss
+
+
+def _ctc_nll_fwd(logits, logit_paddings, labels, label_paddings, blank_id):
+    prep = _prepare(logits, logit_paddings, labels, label_paddings, blank_id)
+    log_alpha, log_beta, alpha_last = _tables(prep, alpha=True, beta=True)
+    log_p = _log_likelihood(prep, alpha_last)
+    loss, impossible = _finish(prep, log_p)
+    gamma = _posteriors_tm(prep, log_alpha, log_beta, log_p, impossible)
+    grad = _class_gradient(prep, gamma)  # [B, T, K]
+    grad = jnp.where(prep.bad_labels[:, None, None], jnp.nan, grad)
+    dtype_tag = jnp.zeros((0,), jnp.asarray(logits).dtype)
+    return loss, (grad, dtype_tag)
+
+
+def _ctc_nll_bwd(blank_id, residuals, g):
+    del blank_id
+    grad, dtype_tag = residuals
+    grad = (g[:, None, None].astype(grad.dtype) * grad).astype(dtype_tag.dtype)
+    return grad, None, None, None
+
+
+_ctc_nll.defvjp(_ctc_nll_fwd, _ctc_nll_bwd)
+
+
+# --------------------------------------------------------------------------
+# Public functions.
+
+
+def _nan_rows(x: Array, rows: Array) -> Array:
+    """Sets every entry of the rows flagged in ``rows`` ([B]) of ``[B, ...]`` to NaN."""
+    rows = rows.reshape(rows.shape + (1,) * (x.ndim - 1))
+    return jnp.where(rows, jnp.nan, x)
+
+
+def ctc_log_alpha(
+    logits: ArrayLike,
+    logit_paddings: ArrayLike,
+    labels: ArrayLike,
+    label_paddings: ArrayLike,
+    *,
+    blank_id: int = 0,
+) -> Array:
+    r"""Log forward variables α of CTC, emission at frame ``t`` included.
+
+    ``α[b, t, s]`` is the log of the total probability of the path prefixes
+    :math:`\pi_0 \dots \pi_t` through the blank-extended states (see
+    :func:`extend_with_blanks`) that end in state ``s`` at frame ``t``:
+
+    .. math::
+
+        \alpha_0(s) = \log y_0(\ell'_s) \text{ for } s \in \{0, 1\}, \qquad
+        \alpha_t(s) = \log y_t(\ell'_s) + \log\!\big(e^{\alpha_{t-1}(s)}
+            + e^{\alpha_{t-1}(s-1)}
+            + \mathrm{skip}_s\, e^{\alpha_{t-1}(s-2)}\big).
+
+    ``log p(labels | logits) = logaddexp(α[T_b−1, S_b−1], α[T_b−1, S_b−2])``.
+
+    Args:
+        logits: ``[B, T, K]`` unnormalised logits (log-probabilities work too);
+            ``log_softmax`` is applied inside. Half precision accumulates in
+            float32.
+        logit_paddings: ``[B, T]`` paddings, 1.0 = padded frame (never read).
+        labels: ``[B, N]`` integer labels, right padded.
+        label_paddings: ``[B, N]`` paddings, 1.0 = padded label (never read).
+        blank_id: the blank class, a static Python int in ``[0, K)``.
+
+    Returns:
+        ``[B, T, 2N + 1]`` log α in the compute dtype. Padded frames and padded
+        states hold ``NEG_INF`` (``-1e30``); unreachable states in valid frames
+        hold ``NEG_INF`` or less (finite). Rows with a label that is the blank or
+        outside ``[0, K)`` are NaN on their valid entries.
+
+    Raises:
+        ValueError: on a wrong rank, mismatched shapes or ``blank_id`` outside
+            ``[0, K)``, naming the argument.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import seqctc
+        >>> logits = jnp.zeros((1, 2, 2))  # two frames, classes {blank, a}
+        >>> alpha = seqctc.ctc_log_alpha(logits, jnp.zeros((1, 2)),
+        ...                              jnp.array([[1]]), jnp.zeros((1, 1)))
+        >>> jnp.exp(alpha[0])  # rows: frames; columns: states (ε, a, ε)
+        Array([[0.5 , 0.5 , 0.  ],
+               [0.25, 0.5 , 0.25]], dtype=float32)
+
+    References:
+        Graves et al., `Connectionist Temporal Classification
+        <https://www.cs.toronto.edu/~graves/icml_2006.pdf>`_, ICML 2006.
+
+    See also:
+        :func:`ctc_log_beta`, :func:`ctc_posteriors`, :func:`ctc_loss`.
+    """
+    prep = _prepare(logits, logit_paddings, labels, label_paddings, blank_id)
+    log_alpha, _, _ = _tables(prep, alpha=True, beta=False)
+    mask = _valid_mask(prep, log_alpha.shape[0], log_alpha.shape[2])
+    log_alpha = jnp.where(mask, log_alpha, NEG_INF)
+    return _nan_rows(jnp.transpose(log_alpha, (1, 0, 2)), prep.bad_labels)
+
+
+def ctc_log_beta(
+    logits: ArrayLike,
+    logit_paddings: ArrayLike,
+    labels: ArrayLike,
+    label_paddings: ArrayLike,
+    *,
+    blank_id: int = 0,
+) -> Array:
+    r"""Log backward variables β of CTC, emission at frame ``t`` excluded.
+
+    ``β[b, t, s]`` is the log of the total probability of the path suffixes
+    :math:`\pi_{t+1} \dots \pi_{T_b-1}` that continue from state ``s`` at frame
+    ``t`` and finish in one of the two final states (the seed's convention):
+
+    .. math::
+
+        \beta_{T_b-1}(S_b-1) = \beta_{T_b-1}(S_b-2) = 0, \qquad
+        \beta_t(s) = \log\!\big(e^{\beta_{t+1}(s) + \log y_{t+1}(\ell'_s)}
+            + e^{\beta_{t+1}(s+1) + \log y_{t+1}(\ell'_{s+1})}
+            + \mathrm{skip}_{s+2}\, e^{\beta_{t+1}(s+2)
+            + \log y_{t+1}(\ell'_{s+2})}\big).
+
+    Hence ``logsumexp_s(α[t] + β[t]) = log p(labels | logits)`` on every valid
+    frame ``t``.
+
+    Args:
+        logits: ``[B, T, K]`` unnormalised logits; ``log_softmax`` is applied
+            inside.
+        logit_paddings: ``[B, T]`` paddings, 1.0 = padded frame (never read).
+        labels: ``[B, N]`` integer labels, right padded.
+        label_paddings: ``[B, N]`` paddings, 1.0 = padded label (never read).
+        blank_id: the blank class, a static Python int in ``[0, K)``.
+
+    Returns:
+        ``[B, T, 2N + 1]`` log β in the compute dtype; ``NEG_INF`` on padded
+        frames and states, NaN on the valid entries of rows with bad labels.
+
+    Raises:
+        ValueError: on a wrong rank, mismatched shapes or ``blank_id`` outside
+            ``[0, K)``, naming the argument.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import seqctc
+        >>> beta = seqctc.ctc_log_beta(jnp.zeros((1, 2, 2)), jnp.zeros((1, 2)),
+        ...                            jnp.array([[1]]), jnp.zeros((1, 1)))
+        >>> jnp.exp(beta[0])
+        Array([[0.5, 1. , 0.5],
+               [0. , 1. , 1. ]], dtype=float32)
+
+    References:
+        Graves et al., `Connectionist Temporal Classification
+        <https://www.cs.toronto.edu/~graves/icml_2006.pdf>`_, ICML 2006.
+
+    See also:
+        :func:`ctc_log_alpha`, :func:`ctc_posteriors`.
+    """
+    prep = _prepare(logits, logit_paddings, labels, label_paddings, blank_id)
+    _, log_beta, _ = _tables(prep, alpha=False, beta=True)
+    mask = _valid_mask(prep, log_beta.shape[0], log_beta.shape[2])
+    log_beta = jnp.where(mask, log_beta, NEG_INF)
+    return _nan_rows(jnp.transpose(log_beta, (1, 0, 2)), prep.bad_labels)
+
+
+def ctc_posteriors(
+    logits: ArrayLike,
+    logit_paddings: ArrayLike,
+    labels: ArrayLike,
+    label_paddings: ArrayLike,
+    *,
+    blank_id: int = 0,
+) -> Array:
+    r"""State posteriors γ of CTC: the probability of each state at each frame.
+
+    .. math::
+
+        \gamma_t(s) = P(\pi_t = s \mid \text{labels}, \text{logits})
+            = \exp\big(\alpha_t(s) + \beta_t(s) - \log p(\text{labels} \mid
+            \text{logits})\big),
+
+    so ``γ[b, t]`` sums to 1 over the states on every valid frame of a feasible
+    row.
+
+    Args:
+        logits: ``[B, T, K]`` unnormalised logits; ``log_softmax`` is applied
+            inside.
+        logit_paddings: ``[B, T]`` paddings, 1.0 = padded frame (never read).
+        labels: ``[B, N]`` integer labels, right padded.
+        label_paddings: ``[B, N]`` paddings, 1.0 = padded label (never read).
+        blank_id: the blank class, a static Python int in ``[0, K)``.
+
+    Returns:
+        ``[B, T, 2N + 1]`` probabilities in the compute dtype; 0 on padded frames
+        and states and on rows that cannot emit their labels (too few frames or
+        probability 0); NaN on the valid entries of rows with bad labels.
+
+    Raises:
+        ValueError: on a wrong rank, mismatched shapes or ``blank_id`` outside
+            ``[0, K)``, naming the argument.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import seqctc
+        >>> gamma = seqctc.ctc_posteriors(jnp.zeros((1, 2, 2)), jnp.zeros((1, 2)),
+        ...                               jnp.array([[1]]), jnp.zeros((1, 1)))
+        >>> gamma[0].round(4)  # paths: (ε a), (a a), (a ε)
+        Array([[0.3333, 0.6667, 0.    ],
+               [0.    , 0.6667, 0.3333]], dtype=float32)
+
+    See also:
+        :func:`ctc_log_alpha`, :func:`ctc_log_beta`, :func:`ctc_loss`.
+    """
+    prep = _prepare(logits, logit_paddings, labels, label_paddings, blank_id)
+    log_alpha, log_beta, alpha_last = _tables(prep, alpha=True, beta=True)
+    log_p = _log_likelihood(prep, alpha_last)
+    _, impossible = _finish(prep, log_p)
+    gamma = _posteriors_tm(prep, log_alpha, log_beta, log_p, impossible)
+    return _nan_rows(jnp.transpose(gamma, (1, 0, 2)), prep.bad_labels)
+
+
+def ctc_loss(
+    logits: ArrayLike,
+    logit_paddings: ArrayLike,
+    labels: ArrayLike,
+    label_paddings: ArrayLike,
+    *,
+    blank_id: int = 0,
+    zero_infinity: bool = False,
+    reduction: str = "none",
+) -> Array:
+    r"""Exact CTC loss, −log p(labels | logits), with an analytic gradient.
+
+    A positional drop-in for ``optax.ctc_loss``: the same arguments in the same
+    order and the same values on feasible pairs, but exact at the edges. The loss
+    is never negative; a pair that no path can emit (``T_b < N_b`` + the number
+    of adjacent repeated labels, decided from the lengths, or a probability of 0
+    from ``-inf`` logits) gives ``+inf`` and an all-zero gradient, where optax
+    returns a large finite number.
+
+    .. math::
+
+        \mathcal{L} = -\log \sum_s \exp \alpha_{T_b-1}(s) \, [s \ge S_b - 2],
+        \qquad
+        \frac{\partial \mathcal{L}}{\partial z_t(k)} = \mathrm{softmax}(z_t)_k
+            - \sum_{s:\, \ell'_s = k} \gamma_t(s).
+
+    The gradient (the seed's derivation, in logit space) comes from a
+    ``jax.custom_vjp``: the forward pass runs α and β in one scan and keeps only
+    the ``[B, T, K]`` gradient; nothing is differentiated through the scan. It is
+    zero on padded frames. Labels and paddings get no gradient.
+
+    Args:
+        logits: ``[B, T, K]`` unnormalised logits (log-probabilities work too);
+            ``log_softmax`` is applied inside. Half precision accumulates in
+            float32.
+        logit_paddings: ``[B, T]`` paddings, 1.0 = padded frame (never read).
+        labels: ``[B, N]`` integer labels, right padded.
+        label_paddings: ``[B, N]`` paddings, 1.0 = padded label (never read).
+        blank_id: the blank class, a static Python int in ``[0, K)``.
+        zero_infinity: replace infinite losses (and their gradients) by 0, as
+            ``torch.nn.functional.ctc_loss`` does.
+        reduction: ``"none"`` (per sequence), ``"sum"``, or ``"mean"`` (torch
+            semantics: the mean over the batch of ``loss / max(N_b, 1)``).
+
+    Returns:
+        ``[B]`` losses in the compute dtype (float32 for half inputs), or a scalar
+        when ``reduction`` is ``"sum"`` or ``"mean"``. A row with NaN logits in a
+        valid frame, or a valid label equal to the blank or outside ``[0, K)``,
+        gives NaN for that row only.
+
+    Raises:
+        ValueError: on a wrong rank, mismatched shapes, ``blank_id`` outside
+            ``[0, K)`` or an unknown ``reduction``, naming the argument.
+
+    Examples:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> import seqctc
+        >>> logits = jnp.zeros((2, 2, 2))
+        >>> labels = jnp.array([[1, 1], [1, 0]])
+        >>> label_paddings = jnp.array([[0., 0.], [0., 1.]])
+        >>> seqctc.ctc_loss(logits, jnp.zeros((2, 2)), labels, label_paddings)
+        Array([     inf, 0.28768...], dtype=float32)
+        >>> grad = jax.grad(lambda x: seqctc.ctc_loss(
+        ...     x, jnp.zeros((2, 2)), labels, label_paddings, reduction="sum"))
+        >>> grad(logits)[0]  # the infeasible row: zero, finite
+        Array([[0., 0.],
+               [0., 0.]], dtype=float32)
+
+    References:
+        Graves et al., `Connectionist Temporal Classification
+        <https://www.cs.toronto.edu/~graves/icml_2006.pdf>`_, ICML 2006.
+
+    See also:
+        :func:`ctc_log_alpha`, :func:`ctc_posteriors`, :func:`check_inputs`,
+        ``optax.ctc_loss``, ``torch.nn.functional.ctc_loss``.
+    """
+    if reduction not in ("none", "sum", "mean"):
+        raise ValueError(
+            f"`reduction` must be 'none', 'sum' or 'mean', got {reduction!r}."
+        )
+    loss = _ctc_nll(logits, logit_paddings, labels, label_paddings, blank_id)
+    if zero_infinity:
+        loss = jnp.where(jnp.isinf(loss), jnp.zeros_like(loss), loss)
+    if reduction == "sum":
+        return jnp.sum(loss)
+    if reduction == "mean":
+        num_labels = paddings_to_lengths(jnp.asarray(label_paddings))
+        denominator = jnp.maximum(num_labels, 1).astype(loss.dtype)
+        return jnp.mean(loss / denominator)
+    return loss
+
+
+def check_inputs(
+    logits: ArrayLike,
+    logit_paddings: ArrayLike,
+    labels: ArrayLike,
+    label_paddings: ArrayLike,
+    *,
+    blank_id: int = 0,
+) -> None:
+    r"""Checks the values of CTC inputs eagerly; not jittable.
+
+    The CTC functions check only static facts (ranks, shapes, ``blank_id``) and
+    turn bad values into NaN rows. Call this once on your data to get a readable
+    error instead.
+
+    Args:
+        logits: ``[B, T, K]`` logits.
+        logit_paddings: ``[B, T]`` paddings, 1.0 = padded frame.
+        labels: ``[B, N]`` integer labels, right padded.
+        label_paddings: ``[B, N]`` paddings, 1.0 = padded label.
+        blank_id: the blank class, a Python int in ``[0, K)``.
+
+    Raises:
+        ValueError: on static misuse (naming the argument), or when a row has
+            NaN logits in a valid frame, a valid label equal to ``blank_id`` or
+            outside ``[0, K)``, or too few frames for its labels. The message
+            names each bad row and the reason.
+
+    Examples:
+        >>> import numpy as np
+        >>> import seqctc
+        >>> seqctc.check_inputs(np.zeros((1, 3, 4)), np.zeros((1, 3)),
+        ...                     np.array([[1, 2]]), np.zeros((1, 2)))
+        >>> seqctc.check_inputs(np.zeros((2, 3, 4)), np.zeros((2, 3)),
+        ...                     np.array([[1, 2], [1, 7]]), np.zeros((2, 2)))
+        Traceback (most recent call last):
+          ...
+        ValueError: row 1: label 7 at position 1 is outside [0, 4).
+
+    See also:
+        :func:`ctc_loss`.
+    """
+    logits = np.asarray(logits)
+    logit_paddings = np.asarray(logit_paddings)
+    labels = np.asarray(labels)
+    label_paddings = np.asarray(label_paddings)
+    _check_static(logits, logit_paddings, labels, label_paddings, blank_id)
+    num_classes = logits.shape[2]
+    frame_lengths = np.sum(logit_paddings == 0, axis=1)
+    num_labels = np.sum(label_paddings == 0, axis=1)
+    problems = []
+    for b in range(logits.shape[0]):
+        t_b, n_b = int(frame_lengths[b]), int(num_labels[b])
+        nan_frames = np.nonzero(np.isnan(logits[b, :t_b]).any(axis=-1))[0]
+        if nan_frames.size:
+            problems.append(f"row {b}: NaN logits in valid frame {nan_frames[0]}.")
+        row = labels[b, :n_b]
+        for n, label in enumerate(row.tolist()):
+            if label == blank_id:
+                problems.append(
+                    f"row {b}: label at position {n} equals blank_id={blank_id}."
+                )
+            elif not 0 <= label < num_classes:
+                problems.append(
+                    f"row {b}: label {label} at position {n} is outside "
+                    f"[0, {num_classes})."
+                )
+        repeats = int(np.sum(row[1:] == row[:-1])) if n_b > 1 else 0
+        if t_b < n_b + repeats:
+            problems.append(
+                f"row {b}: infeasible: {t_b} frames cannot emit {n_b} labels "
+                f"with {repeats} adjacent repeats (needs {n_b + repeats})."
+            )
+    if problems:
+        raise ValueError(" ".join(problems))
