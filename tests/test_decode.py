@@ -1,0 +1,391 @@
+"""Greedy and beam decoding against independent oracles.
+
+Oracles: a plain numpy argmax-collapse loop (greedy), exhaustive enumeration of
+all K^T paths (beam top-k, scores, starts), a textbook dict-based prefix beam
+search written here in Python (beam), optax.ctc_loss (scores); padding
+invariance with NaN garbage, jit/vmap, static misuse.
+"""
+
+import functools
+import itertools
+import pathlib
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from absl.testing import parameterized
+
+import seqctc
+
+_DATA = pathlib.Path("/work/shared/data/ctcdecoder-samples")
+
+# One jitted decoder shared by the tests: equal shapes and static arguments reuse
+# one compilation (each compilation of the search costs seconds).
+_beam = jax.jit(
+    seqctc.beam_decode,
+    static_argnames=("beam_width", "top_k", "blank_id", "prune_top_k"),
+)
+
+
+# --------------------------------------------------------------------------
+# Oracles.
+
+
+def _log_softmax(x):
+    x = np.asarray(x, np.float64)
+    m = np.max(x, axis=-1, keepdims=True)
+    return x - m - np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True))
+
+
+def _paddings(lengths, max_len):
+    lengths = np.asarray(lengths)
+    return (np.arange(max_len)[None, :] >= lengths[:, None]).astype(np.float32)
+
+
+def _greedy_reference(logits, lengths, blank):
+    """Argmax per frame, collapse repeats, drop blanks: a plain loop."""
+    out = []
+    for b in range(logits.shape[0]):
+        lp = _log_softmax(logits[b, : lengths[b]])
+        tokens, starts, score, prev = [], [], 0.0, -1
+        for t in range(lengths[b]):
+            k = int(np.argmax(lp[t]))  # first maximum = lowest class
+            score += lp[t, k]
+            if k != blank and k != prev:
+                tokens.append(k)
+                starts.append(t)
+            prev = k
+        out.append((tokens, starts, score))
+    return out
+
+
+def _collapse(path, blank):
+    out, prev = [], -1
+    for k in path:
+        if k != blank and k != prev:
+            out.append(k)
+        prev = k
+    return tuple(out)
+
+
+def _exhaustive(log_probs, blank):
+    """{labels: (log p(labels), best path log p, starts of the best path)}."""
+    num_frames, num_classes = log_probs.shape
+    table = {}
+    for path in itertools.product(range(num_classes), repeat=num_frames):
+        lp = float(sum(log_probs[t, k] for t, k in enumerate(path)))
+        labels = _collapse(path, blank)
+        starts = [
+            t for t, k in enumerate(path) if k != blank and (t == 0 or path[t - 1] != k)
+        ]
+        total, best, best_starts = table.get(labels, (-np.inf, -np.inf, None))
+        if lp > best:
+            best, best_starts = lp, starts
+        table[labels] = (np.logaddexp(total, lp), best, best_starts)
+    return table
+
+
+def _dict_beam_search(log_probs, beam_width, blank):
+    """Textbook CTC prefix beam search (Hannun et al. 2014) over Python dicts."""
+    beams = {(): (0.0, -np.inf)}  # prefix -> (log p_blank, log p_nonblank)
+    for lp in log_probs:
+        nxt = {}
+
+        def add(prefix, pb=-np.inf, pnb=-np.inf, nxt=nxt):
+            old_b, old_nb = nxt.get(prefix, (-np.inf, -np.inf))
+            nxt[prefix] = (np.logaddexp(old_b, pb), np.logaddexp(old_nb, pnb))
+
+        for prefix, (pb, pnb) in beams.items():
+            total = np.logaddexp(pb, pnb)
+            add(prefix, pb=total + lp[blank])
+            for c in range(len(lp)):
+                if c == blank:
+                    continue
+                if prefix and prefix[-1] == c:
+                    add(prefix, pnb=pnb + lp[c])
+                    add(prefix + (c,), pnb=pb + lp[c])
+                else:
+                    add(prefix + (c,), pnb=total + lp[c])
+        ranked = sorted(nxt.items(), key=lambda kv: -np.logaddexp(*kv[1]))
+        beams = dict(ranked[:beam_width])
+    return [(p, float(np.logaddexp(*s))) for p, s in beams.items()]
+
+
+def _hypotheses(out, b):
+    """List of (tokens tuple, score, starts tuple) of row b of a beam result."""
+    hyps = []
+    for i in range(out.tokens.shape[1]):
+        n = int(out.lengths[b, i])
+        hyps.append(
+            (
+                tuple(int(x) for x in out.tokens[b, i, :n]),
+                float(out.scores[b, i]),
+                tuple(int(x) for x in out.starts[b, i, :n]),
+            )
+        )
+    return hyps
+
+
+def _handwriting(name):
+    raw = np.loadtxt(
+        _DATA / f"harald_{name}_rnnOutput.csv", delimiter=";", usecols=range(80)
+    )
+    return raw.astype(np.float32)  # [T, 80], blank = 79
+
+
+def _peaked_logits(rng, batch, frames, classes, blank):
+    """Logits whose argmax class has probability > 0.99 at every frame."""
+    best = rng.integers(0, classes, size=(batch, frames))
+    best = np.where(rng.random((batch, frames)) < 0.4, blank, best)
+    logits = rng.normal(size=(batch, frames, classes))
+    logits += 12.0 * np.eye(classes)[best]
+    return logits.astype(np.float32)
+
+
+# --------------------------------------------------------------------------
+# Greedy.
+
+
+class GreedyTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(("blank0", 0), ("blank_last", 4))
+    def test_matches_numpy_loop(self, blank):
+        rng = np.random.default_rng(0)
+        batch, frames, classes = 4, 9, 5
+        # Small integer logits create ties, which go to the lowest class.
+        logits = rng.integers(0, 3, size=(batch, frames, classes)).astype(np.float32)
+        lengths = np.array([9, 5, 1, 0])
+        out = self.variant(functools.partial(seqctc.greedy_decode, blank_id=blank))(
+            logits, _paddings(lengths, frames)
+        )
+        chex.assert_shape(out.tokens, (batch, frames))
+        for b, (tokens, starts, score) in enumerate(
+            _greedy_reference(logits, lengths, blank)
+        ):
+            n = len(tokens)
+            self.assertEqual(int(out.lengths[b]), n)
+            np.testing.assert_array_equal(out.tokens[b, :n], tokens)
+            np.testing.assert_array_equal(out.tokens[b, n:], -1)
+            np.testing.assert_array_equal(out.starts[b, :n], starts)
+            np.testing.assert_array_equal(out.starts[b, n:], -1)
+            np.testing.assert_allclose(out.scores[b], score, rtol=1e-5, atol=1e-5)
+
+    def test_padding_is_never_read(self):
+        rng = np.random.default_rng(1)
+        logits = rng.normal(size=(2, 6, 4)).astype(np.float32)
+        paddings = _paddings([6, 3], 6)
+        garbage = logits.copy()
+        garbage[1, 3:] = np.nan
+        a = seqctc.greedy_decode(logits[:, :], paddings)
+        b = seqctc.greedy_decode(garbage, paddings)
+        chex.assert_trees_all_equal(a, b)
+
+    def test_static_misuse(self):
+        logits = np.zeros((2, 3, 4), np.float32)
+        with pytest.raises(ValueError, match="blank_id"):
+            seqctc.greedy_decode(logits, np.zeros((2, 3)), blank_id=4)
+        with pytest.raises(ValueError, match="blank_id"):
+            seqctc.greedy_decode(logits, np.zeros((2, 3)), blank_id=-1)
+        with pytest.raises(ValueError, match="logits"):
+            seqctc.greedy_decode(logits[0], np.zeros((2, 3)))
+        with pytest.raises(ValueError, match="logit_paddings"):
+            seqctc.greedy_decode(logits, np.zeros((3, 3)))
+
+
+# --------------------------------------------------------------------------
+# Beam search.
+
+
+class BeamExhaustiveTest(chex.TestCase):
+    """A beam wide enough to hold every prefix equals exhaustive search."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_top_k_equals_enumeration(self):
+        rng = np.random.default_rng(2)
+        batch, frames, classes, top_k, blank = 3, 6, 3, 6, 2
+        logits = (2.0 * rng.normal(size=(batch, frames, classes))).astype(np.float32)
+        lengths = np.array([6, 4, 1])
+        decode = functools.partial(
+            seqctc.beam_decode, beam_width=128, top_k=top_k, blank_id=blank
+        )
+        out = self.variant(decode)(logits, _paddings(lengths, frames))
+        chex.assert_shape(out.tokens, (batch, top_k, frames))
+        chex.assert_shape(out.scores, (batch, top_k))
+        for b in range(batch):
+            table = _exhaustive(_log_softmax(logits[b, : lengths[b]]), blank)
+            ranked = sorted(table.items(), key=lambda kv: -kv[1][0])
+            hyps = _hypotheses(out, b)
+            for i in range(top_k):
+                if i >= len(ranked):  # fewer labelings than top_k
+                    self.assertEqual(hyps[i][:2], ((), -np.inf))
+                    continue
+                labels, (total, _, best_starts) = ranked[i]
+                self.assertEqual(hyps[i][0], labels)
+                np.testing.assert_allclose(hyps[i][1], total, rtol=1e-5, atol=1e-5)
+                # starts follow the most probable path of the prefix.
+                self.assertEqual(hyps[i][2], tuple(best_starts))
+
+    def test_top1_score_is_minus_ctc_loss(self):
+        rng = np.random.default_rng(3)
+        batch, frames, classes = 4, 12, 4
+        logits = (3.0 * rng.normal(size=(batch, frames, classes))).astype(np.float32)
+        paddings = _paddings([12, 10, 7, 3], frames)
+        out = _beam(logits, paddings, beam_width=64)
+        labels = np.maximum(out.tokens[:, 0], 0)
+        label_paddings = (out.tokens[:, 0] < 0).astype(np.float32)
+        loss = optax.ctc_loss(logits, paddings, labels, label_paddings)
+        np.testing.assert_allclose(out.scores[:, 0], -loss, rtol=1e-5, atol=1e-5)
+
+
+class BeamTextbookTest(chex.TestCase):
+    """Same pruning as a textbook dict-based prefix beam search."""
+
+    def _check(self, log_probs, out, b, beam_width, blank, top_k):
+        ref = _dict_beam_search(log_probs, beam_width, blank)
+        ref = sorted(ref, key=lambda kv: -kv[1])[:top_k]
+        hyps = _hypotheses(out, b)
+        self.assertEqual(hyps[0][0], ref[0][0])
+        for (labels, score), hyp in zip(ref, hyps, strict=False):
+            self.assertEqual(hyp[0], labels)
+            np.testing.assert_allclose(hyp[1], score, rtol=1e-5, atol=1e-4)
+            starts = np.asarray(hyp[2])
+            # Starts increase and lie on frames that favour the token at all.
+            self.assertTrue(np.all(np.diff(starts) > 0))
+            self.assertTrue(np.all((starts >= 0) & (starts < len(log_probs))))
+
+    def test_handwriting_word(self):
+        logits = _handwriting("word")[None]  # [1, 32, 80]
+        out = _beam(
+            logits, np.zeros((1, 32), np.float32), beam_width=8, top_k=8, blank_id=79
+        )
+        self._check(_log_softmax(logits[0]), out, 0, 8, 79, 8)
+
+    def test_random_inputs(self):
+        rng = np.random.default_rng(4)
+        batch, frames, classes, width = 3, 15, 20, 4  # 2W < K - 1: pre-pruning
+        logits = (2.0 * rng.normal(size=(batch, frames, classes))).astype(np.float32)
+        lengths = np.array([15, 11, 2])
+        out = _beam(logits, _paddings(lengths, frames), beam_width=width, top_k=width)
+        for b in range(batch):
+            lp = _log_softmax(logits[b, : lengths[b]])
+            self._check(lp, out, b, width, 0, width)
+
+
+class BeamGreedyTest(chex.TestCase):
+    @parameterized.named_parameters(("width1", 1), ("width8", 8))
+    def test_peaked_inputs_equal_greedy(self, width):
+        rng = np.random.default_rng(5)
+        logits = _peaked_logits(rng, 4, 20, 6, blank=0)
+        paddings = _paddings([20, 17, 5, 1], 20)
+        greedy = seqctc.greedy_decode(logits, paddings)
+        beam = _beam(logits, paddings, beam_width=width)
+        np.testing.assert_array_equal(beam.tokens[:, 0], greedy.tokens)
+        np.testing.assert_array_equal(beam.lengths[:, 0], greedy.lengths)
+        np.testing.assert_array_equal(beam.starts[:, 0], greedy.starts)
+        # The prefix holds the best path and a little more.
+        self.assertTrue(np.all(beam.scores[:, 0] >= greedy.scores - 1e-5))
+
+
+class BeamPropertiesTest(chex.TestCase):
+    def test_padding_is_never_read(self):
+        rng = np.random.default_rng(6)
+        logits = rng.normal(size=(3, 10, 5)).astype(np.float32)
+        paddings = _paddings([10, 6, 0], 10)
+        garbage = logits.copy()
+        garbage[1, 6:] = np.nan
+        garbage[2] = np.inf
+        decode = functools.partial(_beam, beam_width=4, top_k=3)
+        a = decode(logits, paddings)
+        b = decode(garbage, paddings)
+        chex.assert_trees_all_equal(a, b)
+        # Extra padded frames change nothing either.
+        longer = np.concatenate([garbage, np.full((3, 4, 5), np.nan, np.float32)], 1)
+        c = decode(longer, _paddings([10, 6, 0], 14))
+        chex.assert_trees_all_equal(a.scores, c.scores)
+        np.testing.assert_array_equal(c.tokens[:, :, :10], a.tokens)
+        np.testing.assert_array_equal(c.tokens[:, :, 10:], -1)
+        # The empty row decodes to the empty prefix with log probability 0.
+        self.assertEqual(int(a.lengths[2, 0]), 0)
+        self.assertEqual(float(a.scores[2, 0]), 0.0)
+
+    def test_vmap_equals_rows(self):
+        rng = np.random.default_rng(7)
+        # Rows have the shapes of test_padding_is_never_read: one compilation.
+        logits = rng.normal(size=(2, 3, 10, 5)).astype(np.float32)
+        paddings = np.stack([_paddings([10, 5, 2], 10)] * 2)
+        decode = functools.partial(_beam, beam_width=4, top_k=3)
+        batched = jax.jit(jax.vmap(decode))(logits, paddings)
+        for i in range(2):
+            chex.assert_trees_all_close(
+                jax.tree.map(lambda x, i=i: x[i], batched),
+                decode(logits[i], paddings[i]),
+            )
+
+    def test_fewer_hypotheses_than_top_k(self):
+        # One frame, two classes: only "" and "1" exist.
+        logits = np.log(np.array([[[0.3, 0.7]]], np.float32))
+        out = _beam(logits, np.zeros((1, 1)), beam_width=4, top_k=4)
+        np.testing.assert_array_equal(out.lengths[0], [1, 0, 0, 0])
+        np.testing.assert_array_equal(out.tokens[0, :, 0], [1, -1, -1, -1])
+        np.testing.assert_array_equal(out.starts[0, :, 0], [0, -1, -1, -1])
+        np.testing.assert_allclose(out.scores[0, :2], np.log([0.7, 0.3]), rtol=1e-6)
+        np.testing.assert_array_equal(out.scores[0, 2:], -np.inf)
+
+    def test_pruning_options(self):
+        rng = np.random.default_rng(8)
+        # Shapes and beam of test_padding_is_never_read, to share compilations.
+        logits = (2.0 * rng.normal(size=(3, 10, 5))).astype(np.float32)
+        paddings = _paddings([10, 8, 3], 10)
+        decode = functools.partial(_beam, beam_width=4, top_k=3)
+        # Expanding only the top class per frame: every emitted token is the
+        # argmax of its start frame among non-blank classes.
+        pruned = decode(logits, paddings, prune_top_k=1)
+        for b in range(3):
+            for i in range(3):
+                n = int(pruned.lengths[b, i])
+                tok, st = pruned.tokens[b, i, :n], pruned.starts[b, i, :n]
+                top = np.argmax(logits[b, :, 1:], axis=-1) + 1
+                np.testing.assert_array_equal(tok, top[st])
+        # A threshold above every log probability leaves only the empty prefix;
+        # one below all of them prunes nothing.
+        exact = decode(logits, paddings)
+        low = decode(logits, paddings, prune_threshold=-1e9)
+        chex.assert_trees_all_close(exact, low)
+        empty = decode(logits, paddings, prune_threshold=1.0)
+        np.testing.assert_array_equal(empty.lengths, 0)
+        np.testing.assert_array_equal(empty.scores[:, 1:], -np.inf)
+
+    def test_half_precision_and_log_prob_inputs(self):
+        rng = np.random.default_rng(9)
+        logits = rng.normal(size=(3, 10, 5)).astype(np.float32)
+        paddings = _paddings([10, 4, 7], 10)
+        decode = functools.partial(_beam, beam_width=4, top_k=3)
+        ref = decode(logits, paddings)
+        logp = decode(jax.nn.log_softmax(logits), paddings)
+        chex.assert_trees_all_close(ref, logp, rtol=1e-5, atol=1e-5)
+        half = decode(jnp.asarray(logits, jnp.bfloat16), paddings)
+        self.assertEqual(half.scores.dtype, jnp.float32)
+        # -inf logits (log 0) are valid input: that class is never emitted.
+        logits[:, :, 1] = -np.inf
+        masked = decode(logits, paddings)
+        self.assertTrue(np.all(np.isfinite(masked.scores[:, 0])))
+        self.assertFalse(np.any(masked.tokens == 1))
+
+    def test_static_misuse(self):
+        logits = np.zeros((2, 3, 4), np.float32)
+        paddings = np.zeros((2, 3), np.float32)
+        with pytest.raises(ValueError, match="top_k"):
+            seqctc.beam_decode(logits, paddings, beam_width=2, top_k=3)
+        with pytest.raises(ValueError, match="beam_width"):
+            seqctc.beam_decode(logits, paddings, beam_width=0)
+        with pytest.raises(ValueError, match="prune_top_k"):
+            seqctc.beam_decode(logits, paddings, prune_top_k=0)
+        with pytest.raises(ValueError, match="blank_id"):
+            seqctc.beam_decode(logits, paddings, blank_id=4)
+        with pytest.raises(ValueError, match="logit_paddings"):
+            seqctc.beam_decode(logits, paddings[:1])
+        with pytest.raises(ValueError, match="hotwords"):
+            seqctc.beam_decode(logits, paddings, hotwords=[[1, 0]])
