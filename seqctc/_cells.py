@@ -278,17 +278,30 @@ def _gru_project(params: GRUParams, x: Array) -> Array:
     return _add_bias(x @ params.w_ih.T, params.b_ih)
 
 
-def _gru_gates(
-    params: GRUParams, h: Array, xp: Array
+def _gru_gates_split(
+    params: GRUParams, h: Array, xr: Array, xz: Array, xn: Array
 ) -> tuple[Array, Array, Array, Array]:
-    """Gates ``(r, z, n, hn)`` of one step, ``hn = h W_hn^T + b_hn``."""
+    """Gates ``(r, z, n, hn)`` of one step from the three input projections."""
     hp = _add_bias(h @ params.w_hh.T, params.b_hh)  # [..., 3H]
-    xr, xz, xn = jnp.split(xp, 3, axis=-1)
+    return _gru_gates_hp(hp, xr, xz, xn)
+
+
+def _gru_gates_hp(
+    hp: Array, xr: Array, xz: Array, xn: Array
+) -> tuple[Array, Array, Array, Array]:
+    """Gates ``(r, z, n, hn)`` from the hidden projection ``hp = h W_hh^T + b_hh``."""
     hr, hz, hn = jnp.split(hp, 3, axis=-1)
     r = jax.nn.sigmoid(xr + hr)
     z = jax.nn.sigmoid(xz + hz)
     n = jnp.tanh(xn + r * hn)
     return r, z, n, hn
+
+
+def _gru_gates(
+    params: GRUParams, h: Array, xp: Array
+) -> tuple[Array, Array, Array, Array]:
+    """Gates ``(r, z, n, hn)`` of one step, ``hn = h W_hn^T + b_hn``."""
+    return _gru_gates_split(params, h, *jnp.split(xp, 3, axis=-1))
 
 
 def _gru_combine(h: Array, z: Array, n: Array) -> Array:
@@ -302,14 +315,15 @@ def _gru_recur(params: GRUParams, h: Array, xp: Array) -> Array:
     return _gru_combine(h, z, n)
 
 
-def _gru_preact_grads(
+def _gru_preact_grads_split(
     dh_new: Array, h: Array, r: Array, z: Array, n: Array, hn: Array
-) -> tuple[Array, Array, Array]:
-    """Gradients w.r.t. the input and hidden pre-activations of one GRU step.
+) -> tuple[Array, Array, Array, Array, Array]:
+    """Gradients w.r.t. the gate pre-activations of one GRU step.
 
-    Returns ``(dxp, dhp, dh_direct)``: ``dxp [..., 3H]`` w.r.t. ``x W_ih^T +
-    b_ih``, ``dhp [..., 3H]`` w.r.t. ``h W_hh^T + b_hh`` and ``dh_direct`` the
-    part of ``dL/dh`` that flows through ``z ⊙ h`` (not through ``W_hh``).
+    Returns ``(da_r, da_z, da_n, dhn, dh_direct)``: the gradients w.r.t. the
+    pre-activations of ``r``, ``z``, ``n``, w.r.t. ``hn = h W_hn^T + b_hn``,
+    and the part of ``dL/dh`` that flows through ``z ⊙ h`` (not through
+    ``W_hh``).
     """
     # h' = (1 - z) n + z h.
     dn = dh_new * (1 - z)
@@ -322,6 +336,18 @@ def _gru_preact_grads(
     # r = σ(a_r), z = σ(a_z), σ' = σ (1 − σ).
     da_r = dr * r * (1 - r)
     da_z = dz * z * (1 - z)
+    return da_r, da_z, da_n, dhn, dh_direct
+
+
+def _gru_preact_grads(
+    dh_new: Array, h: Array, r: Array, z: Array, n: Array, hn: Array
+) -> tuple[Array, Array, Array]:
+    """Gradients w.r.t. the input and hidden projections of one GRU step.
+
+    Returns ``(dxp, dhp, dh_direct)``: ``dxp [..., 3H]`` w.r.t. ``x W_ih^T +
+    b_ih``, ``dhp [..., 3H]`` w.r.t. ``h W_hh^T + b_hh`` and ``dh_direct``.
+    """
+    da_r, da_z, da_n, dhn, dh_direct = _gru_preact_grads_split(dh_new, h, r, z, n, hn)
     dxp = jnp.concatenate([da_r, da_z, da_n], axis=-1)
     dhp = jnp.concatenate([da_r, da_z, dhn], axis=-1)
     return dxp, dhp, dh_direct

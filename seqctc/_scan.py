@@ -15,12 +15,12 @@ from seqctc._cells import (
     RNNParams,
     _as_params,
     _gru_combine,
-    _gru_gates,
-    _gru_preact_grads,
+    _gru_gates_hp,
+    _gru_gates_split,
+    _gru_preact_grads_split,
     _gru_project,
     _rnn_preact_grad,
     _rnn_project,
-    _rnn_recur,
     gru_step,
     rnn_step,
 )
@@ -51,12 +51,22 @@ def _shifted_prev(hs: Array, h0: Array, reverse: bool) -> Array:
     return jnp.concatenate([h0[None], hs[:-1]], axis=0)
 
 
+def _loop_weight(w_hh: Array) -> Array:
+    """``W_hh^T`` as a real ``[H, G H]`` array for ``h @ W`` inside the loop.
+
+    XLA would otherwise fold the transpose into each step's matmul, and the
+    transposed-operand matmul is slower on XLA:CPU.
+    """
+    return lax.optimization_barrier(w_hh.T)
+
+
 def _rnn_core_plain(w_hh, b_hh, xs, valid, h0, reverse):
-    params = RNNParams(None, w_hh, None, b_hh)
+    w_t = _loop_weight(w_hh)  # [H, H]
+    b = b_hh[None, :]
 
     def body(h, inp):
         xp, m = inp  # [B, H], [B, 1]
-        h_new = jnp.where(m, _rnn_recur(params, h, xp), h)
+        h_new = jnp.where(m, jnp.tanh(xp + h @ w_t + b), h)
         return h_new, h_new
 
     h_last, hs = lax.scan(body, h0, (xs, valid), reverse=reverse)
@@ -64,15 +74,16 @@ def _rnn_core_plain(w_hh, b_hh, xs, valid, h0, reverse):
 
 
 def _gru_core_plain(w_hh, b_hh, xs, valid, h0, reverse):
-    params = GRUParams(None, w_hh, None, b_hh)
+    w_t = _loop_weight(w_hh)  # [H, 3H]
+    b = b_hh[None, :]
 
     def body(h, inp):
-        xp, m = inp  # [B, 3H], [B, 1]
-        _, z, n, _ = _gru_gates(params, h, xp)
+        xr, xz, xn, m = inp  # [B, H] x 3, [B, 1]
+        _, z, n, _ = _gru_gates_hp(h @ w_t + b, xr, xz, xn)
         h_new = jnp.where(m, _gru_combine(h, z, n), h)
         return h_new, h_new
 
-    h_last, hs = lax.scan(body, h0, (xs, valid), reverse=reverse)
+    h_last, hs = lax.scan(body, h0, (*xs, valid), reverse=reverse)
     return hs, h_last
 
 
@@ -114,38 +125,37 @@ def _gru_core_hand(w_hh, b_hh, xs, valid, h0, reverse):
 
 
 def _gru_core_hand_fwd(w_hh, b_hh, xs, valid, h0, reverse):
-    params = GRUParams(None, w_hh, None, b_hh)
-
-    def body(h, inp):
-        xp, m = inp
-        r, z, n, hn = _gru_gates(params, h, xp)
-        h_new = jnp.where(m, _gru_combine(h, z, n), h)
-        return h_new, (h_new, r, z, n, hn)
-
-    h_last, (hs, r, z, n, hn) = lax.scan(body, h0, (xs, valid), reverse=reverse)
-    return (hs, h_last), (w_hh, hs, r, z, n, hn, valid, h0)
+    hs, h_last = _gru_core_plain(w_hh, b_hh, xs, valid, h0, reverse)
+    return (hs, h_last), (w_hh, b_hh, xs, hs, valid, h0)
 
 
 def _gru_core_hand_bwd(reverse, res, cotangents):
-    w_hh, hs, r, z, n, hn, valid, h0 = res
+    # XLA:CPU pays per operation inside a loop, so the loop carries only what
+    # is sequential (dL/dh) and emits one array; everything else runs batched
+    # over all frames before or after it.
+    w_hh, b_hh, xs, hs, valid, h0 = res
     dhs, dh_last = cotangents
+    params = GRUParams(None, w_hh, None, b_hh)
     h_prev = _shifted_prev(hs, h0, reverse)  # [T, B, H]
+    gates = _gru_gates_split(params, h_prev, *xs)  # 4 x [T, B, H]
 
     def body(g, inp):
-        dh_out, h, r_t, z_t, n_t, hn_t, m = inp
-        g = g + dh_out  # dL/dh' at this frame
-        dxp, dhp, dh_direct = _gru_preact_grads(g, h, r_t, z_t, n_t, hn_t)
-        dxp = jnp.where(m, dxp, 0)  # [B, 3H]
-        dhp = jnp.where(m, dhp, 0)  # [B, 3H]
+        dh_out, h, r, z, n, hn, m = inp
+        g = g + dh_out  # dL/dh' at this frame, [B, H]
+        da_r, da_z, _, dhn, dh_direct = _gru_preact_grads_split(g, h, r, z, n, hn)
+        dhp = jnp.concatenate([da_r, da_z, dhn], axis=-1)  # [B, 3H]
         g_prev = jnp.where(m, dh_direct + dhp @ w_hh, g)
-        return g_prev, (dxp, dhp)
+        return g_prev, g
 
-    dh0, (dxs, dhps) = lax.scan(
-        body, dh_last, (dhs, h_prev, r, z, n, hn, valid), reverse=not reverse
-    )
-    dw_hh = jnp.einsum("tbg,tbh->gh", dhps, h_prev)
-    db_hh = jnp.sum(dhps, axis=(0, 1))
-    return dw_hh, db_hh, dxs, None, dh0
+    dh0, g = lax.scan(
+        body, dh_last, (dhs, h_prev, *gates, valid), reverse=not reverse
+    )  # g: [T, B, H]
+    g = jnp.where(valid, g, 0)
+    da_r, da_z, da_n, dhn, _ = _gru_preact_grads_split(g, h_prev, *gates)
+    dhp = jnp.concatenate([da_r, da_z, dhn], axis=-1)  # [T, B, 3H]
+    dw_hh = jnp.einsum("tbg,tbh->gh", dhp, h_prev)
+    db_hh = jnp.sum(dhp, axis=(0, 1))
+    return dw_hh, db_hh, (da_r, da_z, da_n), None, dh0
 
 
 _gru_core_hand.defvjp(_gru_core_hand_fwd, _gru_core_hand_bwd)
@@ -279,6 +289,10 @@ def scan_rnn(
             h0 = initial_state.astype(dtype)
         xp = project(params, inputs)  # [B, T, G H]
         xs = jnp.swapaxes(xp, 0, 1)  # [T, B, G H]
+        if gates == 3:
+            # Split before the scan: slicing the gates out of a scanned-over
+            # [B, 3H] frame inside the loop body is slow on XLA:CPU.
+            xs = tuple(jnp.split(xs, 3, axis=-1))  # 3 x [T, B, H]
         core = core_hand if _HAND_VJP else core_plain
         hs, h_last = core(params.w_hh, params.b_hh, xs, valid_tm, h0, reverse)
     else:

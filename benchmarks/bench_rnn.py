@@ -1,0 +1,162 @@
+"""GRU layer forward + backward: seqctc vs flax.nnx.RNN(GRUCell) vs torch.nn.GRU.
+
+Each call computes the gradient of the sum of a GRU layer's outputs w.r.t. the
+parameters and the inputs. The JAX calls are jitted; torch runs on the CPU with
+two threads. The peers run interleaved in one process on the same inputs; the
+warm-up (compilation) is excluded and each figure is the median of the timed
+repetitions. ``seqctc (autodiff)`` is the same scan differentiated by JAX
+instead of through the hand backward (``custom_vjp``), to justify the choice.
+
+Run from the repository root::
+
+    python benchmarks/bench_rnn.py           # writes docs/_results/bench_rnn.md
+    python benchmarks/bench_rnn.py --quick   # a short run, nothing written
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import flax  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from flax import nnx  # noqa: E402
+
+import seqctc  # noqa: E402
+from seqctc import _scan  # noqa: E402
+
+SHAPES = [(64, 100, 8, 128), (32, 500, 64, 256)]
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "_results" / "bench_rnn.md"
+
+
+@contextlib.contextmanager
+def hand_vjp(enabled: bool):
+    """Traces ``scan_rnn`` with (or without) the hand backward."""
+    old = _scan._HAND_VJP
+    _scan._HAND_VJP = enabled
+    try:
+        yield
+    finally:
+        _scan._HAND_VJP = old
+
+
+def make_seqctc(params, x, paddings, hand: bool):
+    def loss(params, x):
+        outputs, _ = seqctc.scan_rnn(seqctc.gru_step, params, x, paddings)
+        return jnp.sum(outputs)
+
+    fn = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    with hand_vjp(hand):
+        jax.block_until_ready(fn(params, x))  # compile under the chosen backward
+    return lambda: jax.block_until_ready(fn(params, x))
+
+
+def make_flax(d, h, x):
+    rnn = nnx.RNN(nnx.GRUCell(d, h, rngs=nnx.Rngs(0)), rngs=False)
+    graphdef, state = nnx.split(rnn)
+    carry = jnp.zeros((x.shape[0], h), jnp.float32)
+
+    def loss(state, x):
+        model = nnx.merge(graphdef, state)
+        return jnp.sum(model(x, initial_carry=carry))
+
+    fn = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    jax.block_until_ready(fn(state, x))
+    return lambda: jax.block_until_ready(fn(state, x))
+
+
+def make_torch(d, h, x_np):
+    gru = torch.nn.GRU(d, h, batch_first=True)
+    x = torch.from_numpy(x_np).requires_grad_(True)
+
+    def run():
+        gru.zero_grad(set_to_none=True)
+        x.grad = None
+        outputs, _ = gru(x)
+        outputs.sum().backward()
+
+    run()
+    return run
+
+
+def bench(shape, reps: int):
+    b, t, d, h = shape
+    rng = np.random.default_rng(0)
+    x_np = rng.normal(size=(b, t, d)).astype(np.float32)
+    x = jnp.asarray(x_np)
+    paddings = jnp.zeros((b, t), jnp.float32)
+    params = seqctc.init_gru_params(jax.random.key(0), d, h)
+    runners = {
+        "seqctc": make_seqctc(params, x, paddings, hand=True),
+        "seqctc (autodiff)": make_seqctc(params, x, paddings, hand=False),
+        "flax nnx": make_flax(d, h, x),
+        "torch": make_torch(d, h, x_np),
+    }
+    times = {name: [] for name in runners}
+    for _ in range(reps):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * statistics.median(ts) for name, ts in times.items()}
+
+
+def table(rows) -> str:
+    lines = [
+        "| (B, T, D, H) | seqctc ms | seqctc autodiff ms | flax nnx ms | torch ms "
+        "| flax / seqctc | torch / seqctc | autodiff / hand |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for shape, ms in rows:
+        s = ms["seqctc"]
+        lines.append(
+            f"| {shape} | {s:.1f} | {ms['seqctc (autodiff)']:.1f} "
+            f"| {ms['flax nnx']:.1f} | {ms['torch']:.1f} "
+            f"| {ms['flax nnx'] / s:.2f}x | {ms['torch'] / s:.2f}x "
+            f"| {ms['seqctc (autodiff)'] / s:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short run, no file")
+    parser.add_argument("--reps", type=int, default=15)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    reps = 3 if args.quick else max(args.reps, 10)
+    shapes = SHAPES[:1] if args.quick else SHAPES
+    rows = [(shape, bench(shape, reps)) for shape in shapes]
+    text = table(rows)
+    print(text)
+    if args.quick:
+        return
+    facts = (
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs "
+        f"({jax.devices()[0].platform}), Python {platform.python_version()}; "
+        f"jax {jax.__version__}, flax {flax.__version__}, torch {torch.__version__} "
+        f"(2 threads). Median of {reps} interleaved repetitions after a warm-up; "
+        "time of one jitted gradient of the summed outputs w.r.t. parameters and "
+        "inputs (float32). Ratios above 1 mean seqctc is faster.\n"
+    )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        "<!-- written by benchmarks/bench_rnn.py -->\n\n"
+        "GRU layer forward + backward (`python benchmarks/bench_rnn.py`):\n\n"
+        f"{text}\n\n{facts}"
+    )
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

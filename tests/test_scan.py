@@ -1,0 +1,310 @@
+"""Masked scans against a plain numpy loop over each row's valid frames."""
+
+import contextlib
+
+import chex
+import hypothesis
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl.testing import parameterized
+from jax.test_util import check_grads
+
+import seqctc
+from seqctc import _scan
+
+INITS = {"rnn": seqctc.init_rnn_params, "gru": seqctc.init_gru_params}
+STEPS = {"rnn": seqctc.rnn_step, "gru": seqctc.gru_step}
+
+
+def _sigmoid(a):
+    return 1 / (1 + np.exp(-a))
+
+
+def numpy_step(cell, p, h, x):
+    """One cell step in float64 numpy, written from torch's equations."""
+    w_ih, w_hh, b_ih, b_hh = [np.asarray(a, np.float64) for a in p]
+    if cell == "rnn":
+        return np.tanh(x @ w_ih.T + b_ih + h @ w_hh.T + b_hh)
+    hid = w_hh.shape[1]
+    gi = x @ w_ih.T + b_ih
+    gh = h @ w_hh.T + b_hh
+    r = _sigmoid(gi[:hid] + gh[:hid])
+    z = _sigmoid(gi[hid : 2 * hid] + gh[hid : 2 * hid])
+    n = np.tanh(gi[2 * hid :] + r * gh[2 * hid :])
+    return (1 - z) * n + z * h
+
+
+def numpy_scan(cell, p, inputs, lengths, h0, reverse=False):
+    """A Python loop per row over its valid frames (backwards if ``reverse``)."""
+    batch, frames, _ = inputs.shape
+    hidden = np.shape(p[1])[1]
+    outputs = np.zeros((batch, frames, hidden))
+    finals = np.zeros((batch, hidden))
+    for b in range(batch):
+        h = np.asarray(h0[b], np.float64)
+        order = range(lengths[b])
+        for t in reversed(order) if reverse else order:
+            h = numpy_step(cell, p, h, np.asarray(inputs[b, t], np.float64))
+            outputs[b, t] = h
+        finals[b] = h
+    return outputs, finals
+
+
+def _problem(seed, cell, batch=3, frames=6, features=3, hidden=4, lengths=None):
+    rng = np.random.default_rng(seed)
+    params = INITS[cell](jax.random.key(seed), features, hidden)
+    params = type(params)(*(2.0 * p for p in params))
+    inputs = rng.normal(size=(batch, frames, features)).astype(np.float32)
+    if lengths is None:
+        lengths = rng.integers(0, frames + 1, size=batch)
+        lengths[0] = frames
+        lengths[-1] = 0
+    lengths = np.asarray(lengths)
+    paddings = np.asarray(seqctc.lengths_to_paddings(lengths, frames))
+    h0 = rng.normal(size=(batch, hidden)).astype(np.float32)
+    return params, inputs, paddings, lengths, h0
+
+
+@contextlib.contextmanager
+def _hand_vjp(enabled):
+    old = _scan._HAND_VJP
+    _scan._HAND_VJP = enabled
+    try:
+        yield
+    finally:
+        _scan._HAND_VJP = old
+
+
+CASES = [
+    (f"{cell}_{'reverse' if rev else 'forward'}", cell, rev)
+    for cell in ("rnn", "gru")
+    for rev in (False, True)
+]
+
+
+class ScanTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(CASES)
+    def test_matches_python_loop(self, cell, reverse):
+        params, inputs, paddings, lengths, h0 = _problem(0, cell)
+        scan = self.variant(
+            lambda p, x, pad, h0: seqctc.scan_rnn(
+                STEPS[cell], p, x, pad, initial_state=h0, reverse=reverse
+            )
+        )
+        outputs, final = scan(params, inputs, paddings, h0)
+        expected, expected_final = numpy_scan(
+            cell, params, inputs, lengths, h0, reverse
+        )
+        chex.assert_shape(outputs, inputs.shape[:2] + (4,))
+        np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(final, expected_final, rtol=1e-5, atol=1e-6)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(("rnn", "rnn", False), ("gru_reverse", "gru", True))
+    def test_custom_step_fn_matches_python_loop(self, cell, reverse):
+        """A step function that is not recognised takes the generic path."""
+        params, inputs, paddings, lengths, _ = _problem(1, cell)
+        step = STEPS[cell]
+        outputs, final = self.variant(
+            lambda p, x, pad: seqctc.scan_rnn(
+                lambda p, h, x: step(p, h, x), p, x, pad, reverse=reverse
+            )
+        )(params, inputs, paddings)
+        zeros = np.zeros((inputs.shape[0], 4))
+        expected, expected_final = numpy_scan(
+            cell, params, inputs, lengths, zeros, reverse
+        )
+        np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(final, expected_final, rtol=1e-5, atol=1e-6)
+
+    @parameterized.parameters("rnn", "gru")
+    def test_reverse_is_forward_on_flipped_valid_part(self, cell):
+        params, inputs, paddings, lengths, h0 = _problem(2, cell)
+        flipped = inputs.copy()
+        for b, n in enumerate(lengths):
+            flipped[b, :n] = inputs[b, :n][::-1]
+        step = STEPS[cell]
+        out_rev, final_rev = seqctc.scan_rnn(
+            step, params, inputs, paddings, initial_state=h0, reverse=True
+        )
+        out_fwd, final_fwd = seqctc.scan_rnn(
+            step, params, flipped, paddings, initial_state=h0
+        )
+        out_fwd = np.asarray(out_fwd).copy()
+        for b, n in enumerate(lengths):
+            out_fwd[b, :n] = out_fwd[b, :n][::-1]
+        np.testing.assert_allclose(out_rev, out_fwd, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(final_rev, final_fwd, rtol=1e-6, atol=1e-6)
+
+    @parameterized.named_parameters(CASES[0], CASES[3])
+    def test_nan_padding_changes_nothing(self, cell, reverse):
+        params, inputs, paddings, lengths, h0 = _problem(3, cell)
+        batch, frames, features = inputs.shape
+        # Garbage in the padded frames, plus three more padded frames of NaN.
+        garbage = inputs.copy()
+        garbage[paddings == 1] = np.nan
+        garbage = np.concatenate(
+            [garbage, np.full((batch, 3, features), np.nan, np.float32)], axis=1
+        )
+        more_paddings = np.concatenate([paddings, np.ones((batch, 3))], axis=1)
+        weights = np.random.default_rng(4).normal(size=(4,)).astype(np.float32)
+
+        def loss(p, x, pad, h0):
+            out, final = seqctc.scan_rnn(
+                STEPS[cell], p, x, pad, initial_state=h0, reverse=reverse
+            )
+            return jnp.sum(out @ weights) + jnp.sum(final**2), (out, final)
+
+        grad_fn = jax.jit(jax.grad(loss, argnums=(0, 1, 3), has_aux=True))
+        grads, (out, final) = grad_fn(params, inputs, paddings, h0)
+        grads2, (out2, final2) = grad_fn(params, garbage, more_paddings, h0)
+        np.testing.assert_array_equal(out2[:, frames:], 0.0)
+        np.testing.assert_allclose(out2[:, :frames], out, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(final2, final, rtol=1e-6, atol=1e-7)
+        chex.assert_tree_all_finite(grads2)
+        np.testing.assert_array_equal(grads2[1][more_paddings == 1], 0.0)
+        grads2 = (grads2[0], grads2[1][:, :frames], grads2[2])
+        chex.assert_trees_all_close(grads2, grads, rtol=1e-5, atol=1e-6)
+
+    @parameterized.named_parameters(CASES)
+    def test_hand_backward_equals_autodiff(self, cell, reverse):
+        params, inputs, paddings, _, h0 = _problem(5, cell)
+        weights = np.random.default_rng(6).normal(size=(4,)).astype(np.float32)
+
+        def loss(p, x, h0):
+            out, final = seqctc.scan_rnn(
+                STEPS[cell], p, x, paddings, initial_state=h0, reverse=reverse
+            )
+            return jnp.sum(jnp.tanh(out) @ weights) + jnp.sum(final**3)
+
+        with _hand_vjp(True):
+            hand = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(params, inputs, h0)
+        with _hand_vjp(False):
+            auto = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(params, inputs, h0)
+        chex.assert_tree_all_finite(hand)
+        chex.assert_trees_all_close(hand, auto, rtol=1e-5, atol=1e-5)
+
+    @parameterized.parameters("rnn", "gru")
+    def test_gradient_matches_finite_differences(self, cell):
+        with jax.enable_x64(True):
+            params, inputs, paddings, _, h0 = _problem(7, cell, batch=2, frames=4)
+            params = type(params)(*(np.asarray(p, np.float64) for p in params))
+            inputs, h0 = inputs.astype(np.float64), h0.astype(np.float64)
+
+            @jax.jit
+            def loss(p, x, h0):
+                out, final = seqctc.scan_rnn(
+                    STEPS[cell], p, x, paddings, initial_state=h0, reverse=True
+                )
+                return jnp.sum(out**2) + jnp.sum(final)
+
+            check_grads(loss, (params, inputs, h0), order=1, modes=["rev"])
+
+    def test_stacked_bidirectional_matches_python_loop(self):
+        rng = np.random.default_rng(8)
+        params, inputs, paddings, lengths, _ = _problem(8, "gru", hidden=4)
+        keys = jax.random.split(jax.random.key(9), 3)
+        layers = [
+            (params, seqctc.init_gru_params(keys[0], 3, 4)),
+            tuple(seqctc.init_gru_params(k, 8, 4) for k in keys[1:]),
+        ]
+        h0 = rng.normal(size=(4, 3, 4)).astype(np.float32)
+        outputs, finals = jax.jit(
+            lambda layers, x, h0: seqctc.stacked_rnn(
+                seqctc.gru_step,
+                layers,
+                x,
+                paddings,
+                bidirectional=True,
+                initial_state=h0,
+            )
+        )(layers, inputs, h0)
+        x = inputs.astype(np.float64)
+        expected_finals = []
+        for i, (pf, pb) in enumerate(layers):
+            of, hf = numpy_scan("gru", pf, x, lengths, h0[2 * i])
+            ob, hb = numpy_scan("gru", pb, x, lengths, h0[2 * i + 1], reverse=True)
+            x = np.concatenate([of, ob], axis=-1)
+            expected_finals += [hf, hb]
+        np.testing.assert_allclose(outputs, x, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            finals, np.stack(expected_finals), rtol=1e-5, atol=1e-6
+        )
+
+    def test_stacked_unidirectional_matches_python_loop(self):
+        keys = jax.random.split(jax.random.key(10), 2)
+        layers = [
+            seqctc.init_rnn_params(keys[0], 3, 5),
+            seqctc.init_rnn_params(keys[1], 5, 5),
+        ]
+        _, inputs, paddings, lengths, _ = _problem(10, "rnn")
+        outputs, finals = seqctc.stacked_rnn(seqctc.rnn_step, layers, inputs, paddings)
+        x = inputs.astype(np.float64)
+        expected_finals = []
+        for p in layers:
+            x, h = numpy_scan("rnn", p, x, lengths, np.zeros((3, 5)))
+            expected_finals.append(h)
+        np.testing.assert_allclose(outputs, x, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(finals, np.stack(expected_finals), atol=1e-6)
+
+
+@hypothesis.settings(max_examples=6, deadline=None)
+@hypothesis.given(
+    batch=st.integers(1, 3),
+    frames=st.integers(1, 5),
+    features=st.integers(1, 3),
+    hidden=st.integers(1, 3),
+    cell=st.sampled_from(["rnn", "gru"]),
+    reverse=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_random_shapes_match_python_loop(
+    batch, frames, features, hidden, cell, reverse, seed
+):
+    params, inputs, paddings, lengths, h0 = _problem(
+        seed, cell, batch, frames, features, hidden
+    )
+    outputs, final = seqctc.scan_rnn(
+        STEPS[cell], params, inputs, paddings, initial_state=h0, reverse=reverse
+    )
+    expected, expected_final = numpy_scan(cell, params, inputs, lengths, h0, reverse)
+    np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(final, expected_final, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_shapes_raise_value_error_naming_argument():
+    params = seqctc.init_gru_params(jax.random.key(0), 3, 4)
+    x, pad = jnp.zeros((2, 5, 3)), jnp.zeros((2, 5))
+    scan = seqctc.scan_rnn
+    with pytest.raises(ValueError, match="`inputs`"):
+        scan(seqctc.gru_step, params, jnp.zeros((5, 3)), pad)
+    with pytest.raises(ValueError, match="`paddings`"):
+        scan(seqctc.gru_step, params, x, jnp.zeros((2, 5, 1)))
+    with pytest.raises(ValueError, match="`paddings`"):
+        scan(seqctc.gru_step, params, x, jnp.zeros((2, 4)))
+    with pytest.raises(ValueError, match="`paddings`"):
+        scan(seqctc.gru_step, params, x, jnp.zeros((3, 5)))
+    with pytest.raises(ValueError, match="`inputs`"):
+        scan(seqctc.gru_step, params, jnp.zeros((2, 5, 2)), pad)
+    with pytest.raises(ValueError, match="`initial_state`"):
+        scan(seqctc.gru_step, params, x, pad, initial_state=jnp.zeros((2, 3)))
+    with pytest.raises(ValueError, match="`params.w_hh`"):
+        scan(seqctc.gru_step, seqctc.init_rnn_params(jax.random.key(0), 3, 4), x, pad)
+    with pytest.raises(ValueError, match="`initial_state`"):
+        scan(lambda p, h, x: h, {"w": 1.0}, x, pad)
+    with pytest.raises(ValueError, match="`initial_state`"):
+        seqctc.bidirectional_rnn(
+            seqctc.gru_step, params, params, x, pad, initial_state=jnp.zeros((2, 4))
+        )
+    with pytest.raises(ValueError, match="`layers`"):
+        seqctc.stacked_rnn(seqctc.gru_step, [], x, pad)
+    with pytest.raises(ValueError, match=r"`layers\[0\]`"):
+        seqctc.stacked_rnn(seqctc.gru_step, [params], x, pad, bidirectional=True)
+    with pytest.raises(ValueError, match="`initial_state`"):
+        seqctc.stacked_rnn(
+            seqctc.gru_step, [params], x, pad, initial_state=jnp.zeros((2, 2, 4))
+        )
