@@ -221,10 +221,12 @@ def viterbi_align(
         from_prev = jnp.concatenate([fill1, delta], axis=1)[:, :-1]
         from_skip = jnp.concatenate([fill2, delta], axis=1)[:, :-2]
         from_skip = jnp.where(skip, from_skip, NEG_INF)
-        candidates = jnp.stack([delta, from_prev, from_skip], axis=-1)  # [B, S, 3]
-        # argmax takes the first maximum: the larger predecessor wins ties.
-        back = jnp.argmax(candidates, axis=-1).astype(jnp.int8)  # [B, S]
-        new = emit + jnp.max(candidates, axis=-1)
+        # Strict comparisons: on a tie the larger predecessor (stay, then the
+        # previous state) is kept.
+        best = jnp.maximum(delta, from_prev)
+        back = jnp.where(from_prev > delta, 1, 0)
+        back = jnp.where(from_skip > best, 2, back).astype(jnp.int8)  # [B, S]
+        new = emit + jnp.maximum(best, from_skip)
         new = jnp.where(t == 0, jnp.where(initial, emit, NEG_INF), new)
         delta = jnp.where(valid_t[:, None], new, delta)
         back = jnp.where(valid_t[:, None] & (t > 0), back, jnp.int8(0))

@@ -1,0 +1,452 @@
+"""Viterbi alignment against brute force over every path and a plain numpy loop."""
+
+import itertools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl.testing import parameterized
+
+import seqctc
+
+# ---------------------------------------------------------------------------
+# Independent references.
+
+
+def _log_softmax(x):
+    x = np.asarray(x, np.float64)
+    m = np.max(x, axis=-1, keepdims=True)
+    return x - m - np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True))
+
+
+def _collapse(path, blank):
+    out, prev = [], None
+    for c in path:
+        if c != prev and c != blank:
+            out.append(int(c))
+        prev = c
+    return out
+
+
+def _ctc_paths(num_frames, num_classes, labels, blank):
+    """Every frame-label path of length T that collapses to ``labels``."""
+    for path in itertools.product(range(num_classes), repeat=num_frames):
+        if _collapse(path, blank) == list(labels):
+            yield path
+
+
+def _segmentation_paths(num_frames, labels):
+    """Every expanded label sequence of the blank-free segmentation graph."""
+    n = len(labels)
+    if n == 0:
+        if num_frames == 0:
+            yield ()
+        return
+    for cuts in itertools.combinations(range(1, num_frames), n - 1):
+        bounds = (0, *cuts, num_frames)
+        yield tuple(
+            labels[k] for k in range(n) for _ in range(bounds[k], bounds[k + 1])
+        )
+
+
+def _brute_best(log_probs, labels, blank):
+    """(best log prob, log of the summed prob) over all valid paths."""
+    num_frames, num_classes = log_probs.shape
+    if blank is None:
+        paths = _segmentation_paths(num_frames, labels)
+    else:
+        paths = _ctc_paths(num_frames, num_classes, labels, blank)
+    scores = [sum(log_probs[t, c] for t, c in enumerate(p)) for p in paths]
+    if not scores:
+        return -np.inf, -np.inf
+    return max(scores), np.logaddexp.reduce(scores)
+
+
+def _numpy_viterbi(log_probs, labels, blank):
+    """Textbook Viterbi over the extended labels, one row, plain numpy loops."""
+    num_frames = log_probs.shape[0]
+    if num_frames == 0:
+        return 0.0 if not labels else -np.inf
+    if blank is None:
+        states = list(labels)
+        starts, finals = [0], [len(states) - 1]
+        preds = [[s] + ([s - 1] if s > 0 else []) for s in range(len(states))]
+    else:
+        states = [blank]
+        for lab in labels:
+            states += [lab, blank]
+        starts = [0, 1][: len(states)]
+        finals = [len(states) - 1] + ([len(states) - 2] if labels else [])
+        preds = []
+        for s in range(len(states)):
+            p = [s] + ([s - 1] if s > 0 else [])
+            if s >= 2 and states[s] != blank and states[s] != states[s - 2]:
+                p.append(s - 2)
+            preds.append(p)
+    if not states:
+        return -np.inf
+    delta = np.full(len(states), -np.inf)
+    for s in starts:
+        delta[s] = log_probs[0, states[s]]
+    for t in range(1, num_frames):
+        delta = np.array(
+            [
+                max(delta[p] for p in preds[s]) + log_probs[t, states[s]]
+                for s in range(len(states))
+            ]
+        )
+    return max(delta[s] for s in finals)
+
+
+def _random_batch(rng, batch, num_frames, num_classes, max_labels, blank=0):
+    """Random logits, frame lengths, labels avoiding ``blank``, label lengths."""
+    logits = rng.normal(size=(batch, num_frames, num_classes)).astype(np.float32)
+    frame_lengths = rng.integers(0, num_frames + 1, size=batch)
+    frame_lengths[0] = num_frames
+    label_lengths = rng.integers(0, max_labels + 1, size=batch)
+    label_lengths[0] = max_labels
+    non_blank = [c for c in range(num_classes) if c != blank]
+    labels = rng.choice(non_blank, size=(batch, max_labels)).astype(np.int32)
+    logit_paddings = (np.arange(num_frames)[None] >= frame_lengths[:, None]) * 1.0
+    label_paddings = (np.arange(max_labels)[None] >= label_lengths[:, None]) * 1.0
+    logit_paddings = logit_paddings.astype(np.float32)
+    label_paddings = label_paddings.astype(np.float32)
+    return logits, logit_paddings, labels, label_paddings
+
+
+def _rows(logits, logit_paddings, labels, label_paddings):
+    for b in range(logits.shape[0]):
+        t_b = int(np.sum(logit_paddings[b] == 0))
+        n_b = int(np.sum(label_paddings[b] == 0))
+        yield b, _log_softmax(logits[b, :t_b]), [int(x) for x in labels[b, :n_b]]
+
+
+# Few distinct shapes (each one recompiles): TINY for brute force, MID elsewhere.
+TINY = (8, 5, 4, 3)  # B, T, K, N
+MID = (8, 40, 4, 12)
+
+# Jitted once per shape: eager op-by-op dispatch dominates the test time.
+_align = jax.jit(seqctc.viterbi_align, static_argnames="blank_id")
+_spans = jax.jit(seqctc.token_spans, static_argnames=("max_tokens", "blank_id"))
+_optax_ctc = jax.jit(optax.ctc_loss)
+
+
+def _embed(rows, shape=TINY):
+    """Pads ``[(logits[T_b, K], labels), ...]`` into a batch of ``shape``.
+
+    Unused rows and slots are padding filled with NaN logits and label 99, which
+    must never be read.
+    """
+    batch, num_frames, num_classes, max_labels = shape
+    logits = np.full((batch, num_frames, num_classes), np.nan, np.float32)
+    logit_paddings = np.ones((batch, num_frames), np.float32)
+    labels = np.full((batch, max_labels), 99, np.int32)
+    label_paddings = np.ones((batch, max_labels), np.float32)
+    for b, (row_logits, row_labels) in enumerate(rows):
+        t_b, n_b = len(row_logits), len(row_labels)
+        logits[b, :t_b] = row_logits
+        logit_paddings[b, :t_b] = 0
+        labels[b, :n_b] = row_labels
+        label_paddings[b, :n_b] = 0
+    return logits, logit_paddings, labels, label_paddings
+
+
+# ---------------------------------------------------------------------------
+
+
+class ViterbiAlignTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(("ctc", 0, 0), ("blank_free", None, 1))
+    def test_matches_brute_force(self, blank_id, seed):
+        rng = np.random.default_rng(seed)
+        logits, *rest = _random_batch(rng, *TINY)
+        logits = logits * 3.0  # peaked: no ties, a unique best path
+        align = self.variant(lambda *a: seqctc.viterbi_align(*a, blank_id=blank_id))(
+            logits, *rest
+        )
+        chex.assert_shape((align.frame_labels, align.states), (TINY[0], TINY[1]))
+        chex.assert_shape(align.log_prob, (TINY[0],))
+        for b, log_probs, labels in _rows(logits, *rest):
+            best, _ = _brute_best(log_probs, labels, blank_id)
+            t_b = log_probs.shape[0]
+            np.testing.assert_allclose(align.log_prob[b], best, rtol=1e-5, atol=1e-5)
+            frame_labels = np.asarray(align.frame_labels[b])
+            states = np.asarray(align.states[b])
+            np.testing.assert_array_equal(frame_labels[t_b:], -1)
+            np.testing.assert_array_equal(states[t_b:], -1)
+            if best == -np.inf:
+                np.testing.assert_array_equal(frame_labels, -1)
+                np.testing.assert_array_equal(states, -1)
+                continue
+            path = frame_labels[:t_b]
+            # The path is valid for its graph and scores what log_prob says.
+            if blank_id is None:
+                np.testing.assert_array_equal(path, [labels[s] for s in states[:t_b]])
+                if t_b:
+                    self.assertEqual(states[0], 0)
+                    self.assertEqual(states[t_b - 1], len(labels) - 1)
+                self.assertTrue(np.all(np.diff(states[:t_b]) >= 0))
+                self.assertTrue(np.all(np.diff(states[:t_b]) <= 1))
+            else:
+                self.assertEqual(_collapse(path, blank_id), labels)
+                extended = [blank_id] + [x for lab in labels for x in (lab, blank_id)]
+                np.testing.assert_array_equal(path, [extended[s] for s in states[:t_b]])
+            np.testing.assert_allclose(
+                best, sum(log_probs[t, c] for t, c in enumerate(path)), rtol=1e-5
+            )
+
+    @parameterized.named_parameters(
+        ("ctc", 0), ("ctc_last_blank", MID[2] - 1), ("blank_free", None)
+    )
+    def test_matches_numpy_viterbi_on_longer_sequences(self, blank_id):
+        rng = np.random.default_rng(3)
+        batch = _random_batch(rng, *MID, blank=0 if blank_id is None else blank_id)
+        align = _align(*batch, blank_id=blank_id)
+        for b, log_probs, labels in _rows(*batch):
+            expected = _numpy_viterbi(log_probs, labels, blank_id)
+            np.testing.assert_allclose(align.log_prob[b], expected, rtol=1e-5)
+
+    def test_best_path_is_at_most_the_ctc_sum(self):
+        rng = np.random.default_rng(4)
+        batch = _random_batch(rng, *MID)
+        align = _align(*batch)
+        ctc = np.asarray(_optax_ctc(*batch))
+        feasible = np.isfinite(np.asarray(align.log_prob))
+        self.assertGreaterEqual(feasible.sum(), 3)
+        self.assertTrue(np.all(align.log_prob[feasible] <= -ctc[feasible] + 1e-4))
+        # Brute force on tiny rows: the sum over all paths bounds the best one.
+        logits, *rest = _random_batch(rng, *TINY)
+        tiny = _align(logits, *rest)
+        for b, log_probs, labels in _rows(logits, *rest):
+            _, total = _brute_best(log_probs, labels, 0)
+            self.assertLessEqual(float(tiny.log_prob[b]), total + 1e-5)
+
+    def test_infeasible_rows(self):
+        flat = np.zeros((TINY[1], TINY[2]), np.float32)
+        # (frames, labels): CTC needs T_b >= N_b + repeats, the blank-free graph
+        # T_b >= N_b and at least one label when there are frames.
+        rows = [
+            (3, [1, 1]),
+            (2, [1, 1]),
+            (2, [1, 2]),
+            (1, [1, 2]),
+            (0, [1]),
+            (0, []),
+            (3, []),
+        ]
+        ctc_ok = [True, False, True, False, False, True, True]
+        free_ok = [True, True, True, False, False, True, False]
+        batch = _embed([(flat[:t], labels) for t, labels in rows])
+        for blank_id, ok in ((0, ctc_ok), (None, free_ok)):
+            align = _align(*batch, blank_id=blank_id)
+            chex.assert_tree_all_finite((align.frame_labels, align.states))
+            log_prob = np.asarray(align.log_prob)
+            np.testing.assert_array_equal(np.isfinite(log_prob[: len(rows)]), ok)
+            self.assertTrue(np.all(log_prob[: len(rows)][~np.array(ok)] == -np.inf))
+            np.testing.assert_array_equal(
+                align.frame_labels[~np.isfinite(log_prob)], -1
+            )
+            np.testing.assert_array_equal(align.states[~np.isfinite(log_prob)], -1)
+            self.assertEqual(float(log_prob[5]), 0.0)  # no frames, no labels
+
+    def test_padding_is_never_read(self):
+        rng = np.random.default_rng(5)
+        logits, logit_paddings, labels, label_paddings = _random_batch(rng, *TINY)
+        garbage_logits = np.where(logit_paddings[:, :, None] > 0, np.nan, logits)
+        garbage_labels = np.where(label_paddings > 0, 99, labels).astype(np.int32)
+        # The same rows padded out to the MID shape with NaN and bogus labels.
+        wide = _embed(
+            [
+                (lp, lab)
+                for _, lp, lab in _rows(logits, logit_paddings, labels, label_paddings)
+            ],
+            MID,
+        )
+        wide[0][:, :, :] = np.where(wide[1][:, :, None] > 0, np.nan, wide[0])
+        for b, _, _ in _rows(logits, logit_paddings, labels, label_paddings):
+            t_b = int(np.sum(logit_paddings[b] == 0))
+            wide[0][b, :t_b] = logits[b, :t_b]
+        for blank_id in (0, None):
+            clean = _align(
+                logits, logit_paddings, labels, label_paddings, blank_id=blank_id
+            )
+            dirty = _align(
+                garbage_logits,
+                logit_paddings,
+                garbage_labels,
+                label_paddings,
+                blank_id=blank_id,
+            )
+            chex.assert_trees_all_equal(clean, dirty)
+            padded = _align(*wide, blank_id=blank_id)
+            np.testing.assert_array_equal(
+                padded.frame_labels[: TINY[0], : TINY[1]], clean.frame_labels
+            )
+            np.testing.assert_array_equal(
+                padded.states[: TINY[0], : TINY[1]], clean.states
+            )
+            np.testing.assert_array_equal(padded.frame_labels[:, TINY[1] :], -1)
+            np.testing.assert_allclose(
+                padded.log_prob[: TINY[0]], clean.log_prob, rtol=1e-6
+            )
+
+    def test_vmap_matches_loop(self):
+        rng = np.random.default_rng(6)
+        batches = [_random_batch(rng, *TINY) for _ in range(2)]
+        stacked = [np.stack(parts) for parts in zip(*batches, strict=True)]
+        mapped = jax.jit(jax.vmap(seqctc.viterbi_align))(*stacked)
+        for i, batch in enumerate(batches):
+            single = _align(*batch)
+            chex.assert_trees_all_close(
+                jax.tree.map(lambda x, i=i: x[i], mapped), single, rtol=1e-6
+            )
+
+    def test_ties_advance_as_early_as_possible(self):
+        flat = np.zeros((TINY[1], TINY[2]), np.float32)
+        batch = _embed([(flat, [1, 2, 1])])
+        free = _align(*batch, blank_id=None)
+        np.testing.assert_array_equal(free.states[0], [0, 1, 2, 2, 2])
+        np.testing.assert_allclose(free.log_prob[0], -5 * np.log(4), rtol=1e-6)
+
+    def test_log_zero_emissions_are_valid(self):
+        rng = np.random.default_rng(7)
+        logits = rng.normal(size=(2, TINY[1], TINY[2])).astype(np.float32)
+        logits[:, 1, 1] = -np.inf  # class 1 impossible at frame 1
+        logits[1, :, 2] = -np.inf  # class 2 impossible everywhere in row 1
+        batch = _embed([(logits[0], [1, 2]), (logits[1], [1, 2])])
+        for blank_id in (0, None):
+            align = _align(*batch, blank_id=blank_id)
+            for b in range(2):
+                best, _ = _brute_best(_log_softmax(logits[b]), [1, 2], blank_id)
+                np.testing.assert_allclose(align.log_prob[b], best, rtol=1e-5)
+            self.assertEqual(float(align.log_prob[1]), -np.inf)
+            # The path never uses a log(0) emission when it can avoid it.
+            self.assertEqual(_collapse(np.asarray(align.frame_labels[0]), 0), [1, 2])
+            self.assertNotEqual(int(align.frame_labels[0, 1]), 1)
+
+    def test_half_precision_computes_in_float32(self):
+        rng = np.random.default_rng(8)
+        logits, *rest = _random_batch(rng, *TINY)
+        half = jnp.asarray(logits, jnp.bfloat16)
+        got = _align(half, *rest)
+        expected = _align(half.astype(jnp.float32), *rest)
+        self.assertEqual(got.log_prob.dtype, jnp.float32)
+        chex.assert_trees_all_equal(got, expected)
+
+    def test_bad_values_give_nan_in_their_row_only(self):
+        rng = np.random.default_rng(9)
+        logits = rng.normal(size=(4, TINY[1], TINY[2])).astype(np.float32)
+        nan_logits = logits[3].copy()
+        nan_logits[0, 1] = np.nan
+        batch = _embed(
+            [
+                (logits[0], [1, 2]),
+                (logits[1], [0, 2]),
+                (logits[2], [1, 7]),
+                (nan_logits, [1, 2]),
+            ]
+        )
+        align = _align(*batch)
+        np.testing.assert_array_equal(
+            np.isnan(align.log_prob[:4]), [False, True, True, True]
+        )
+        free = _align(*batch, blank_id=None)  # label 0 is fine without a blank
+        np.testing.assert_array_equal(
+            np.isnan(free.log_prob[:4]), [False, False, True, True]
+        )
+
+    def test_log_prob_gradient_is_framewise_cross_entropy(self):
+        rng = np.random.default_rng(10)
+        logits, *rest = _random_batch(rng, *TINY)
+        align = _align(logits, *rest)
+        grad = jax.jit(
+            jax.grad(lambda x: jnp.sum(seqctc.viterbi_align(x, *rest).log_prob))
+        )(jnp.asarray(logits))
+        probs = np.exp(_log_softmax(logits))
+        one_hot = np.eye(TINY[2])[np.maximum(align.frame_labels, 0)]
+        on_path = (np.asarray(align.frame_labels) >= 0)[:, :, None]
+        np.testing.assert_allclose(
+            grad, np.where(on_path, one_hot - probs, 0), atol=1e-6
+        )
+
+    def test_static_misuse_raises(self):
+        logits = np.zeros((2, 4, 3), np.float32)
+        pad = np.zeros((2, 4), np.float32)
+        labels = np.ones((2, 2), np.int32)
+        lpad = np.zeros((2, 2), np.float32)
+        cases = [
+            ((logits[0], pad, labels, lpad), {}, "`logits`"),
+            ((logits, pad[0], labels, lpad), {}, "`logit_paddings`"),
+            ((logits, pad[:, :3], labels, lpad), {}, "`logit_paddings`"),
+            ((logits, pad, labels[:1], lpad), {}, "`labels`"),
+            ((logits, pad, labels, lpad[:, :1]), {}, "`label_paddings`"),
+            ((logits, pad, labels.astype(np.float32), lpad), {}, "`labels`"),
+            ((logits, pad, labels, lpad), {"blank_id": 3}, "`blank_id`"),
+            ((logits, pad, labels, lpad), {"blank_id": -1}, "`blank_id`"),
+        ]
+        for args, kwargs, name in cases:
+            with self.assertRaisesRegex(ValueError, name):
+                seqctc.viterbi_align(*args, **kwargs)
+
+
+class TokenSpansTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(("ctc", 0), ("blank_free", None))
+    def test_spans_match_a_python_scan(self, blank_id):
+        rng = np.random.default_rng(11)
+        logits, *rest = _random_batch(rng, *MID)
+        max_labels = MID[3]
+        align = _align(logits, *rest, blank_id=blank_id)
+        spans = self.variant(
+            lambda a, x: seqctc.token_spans(
+                a, x, max_tokens=max_labels, blank_id=blank_id
+            )
+        )(align, logits)
+        chex.assert_shape(
+            (spans.tokens, spans.starts, spans.ends, spans.scores),
+            (MID[0], max_labels),
+        )
+        log_probs = _log_softmax(logits)
+        for b, _, labels in _rows(logits, *rest):
+            states = np.asarray(align.states[b])
+            runs = []  # [state, start, end) of each run of a label state
+            for t, s in enumerate(states):
+                if s < 0 or (blank_id is not None and s % 2 == 0):
+                    continue
+                if runs and runs[-1][0] == s:
+                    runs[-1][2] = t + 1
+                else:
+                    runs.append([s, t, t + 1])
+            if np.isfinite(align.log_prob[b]):
+                self.assertEqual(len(runs), len(labels))
+            else:
+                self.assertEqual(runs, [])
+            tokens = np.full(max_labels, -1)
+            starts, ends = np.full(max_labels, -1), np.full(max_labels, -1)
+            scores = np.full(max_labels, -np.inf)
+            for n, (_, start, end) in enumerate(runs):
+                tokens[n] = labels[n]
+                starts[n], ends[n] = start, end
+                scores[n] = np.mean(log_probs[b, start:end, labels[n]])
+            np.testing.assert_array_equal(spans.tokens[b], tokens)
+            np.testing.assert_array_equal(spans.starts[b], starts)
+            np.testing.assert_array_equal(spans.ends[b], ends)
+            np.testing.assert_allclose(spans.scores[b], scores, rtol=1e-5)
+
+    def test_default_slots_and_misuse(self):
+        rng = np.random.default_rng(12)
+        logits, *rest = _random_batch(rng, *MID)
+        align = _align(logits, *rest)
+        spans = _spans(align, logits)
+        chex.assert_shape(spans.starts, (MID[0], MID[1]))
+        narrow = _spans(align, logits, max_tokens=MID[3])
+        chex.assert_trees_all_equal(
+            jax.tree.map(lambda x: x[:, : MID[3]], spans), narrow
+        )
+        np.testing.assert_array_equal(spans.tokens[:, MID[3] :], -1)
+        with self.assertRaisesRegex(ValueError, "`max_tokens`"):
+            seqctc.token_spans(align, logits, max_tokens=0)
+        with self.assertRaisesRegex(ValueError, "`logits`"):
+            seqctc.token_spans(align, logits[:, :4])
