@@ -23,7 +23,8 @@ Two jobs, both done before Sphinx reads any page:
 
   ``optional-include`` becomes MyST's ``{include}`` when the file exists;
   ``optional-figures`` becomes one ``{figure}`` per matching file, captioned by
-  its name. Otherwise both become a note with the given text, so the build passes
+  its ``:caption STEM: text`` line (and in that order) or else by its name.
+  Otherwise both become a note with the given text, so the build passes
   (with ``-W``) before and after the files appear.
 """
 
@@ -203,6 +204,10 @@ def _note(text: str) -> str:
     )
 
 
+def _rank(order: list[str], stem: str) -> tuple[int, str]:
+    return (order.index(stem) if stem in order else len(order), stem)
+
+
 def _expand(app, docname: str, match: re.Match) -> str:
     kind, target, body = match.group(1), match.group(2), match.group(3)
     options = [ln for ln in body.splitlines() if ln.startswith(":")]
@@ -216,21 +221,22 @@ def _expand(app, docname: str, match: re.Match) -> str:
     files = sorted(glob.glob(path))
     if not files:
         return _note(text)
+    captions = {}
+    for option in options:  # ":caption STEM: text"
+        found = re.match(r"^:caption\s+(\S+):\s*(.*)$", option)
+        if found:
+            captions[found.group(1)] = found.group(2)
+    order = list(captions)
+    files.sort(key=lambda f: _rank(order, os.path.splitext(os.path.basename(f))[0]))
     blocks = []
     base = os.path.dirname(target)
     for file in files:
         app.env.note_dependency(file)
         name = os.path.basename(file)
         stem = os.path.splitext(name)[0]
-        caption = stem.replace("_", " ")
+        caption = captions.get(stem, stem.replace("_", " "))
         blocks.append(
-            "```{figure} "
-            + f"{base}/{name}"
-            + "\n:width: 100%\n:alt: "
-            + caption
-            + "\n\n`"
-            + name
-            + "`\n```"
+            f"```{{figure}} {base}/{name}\n:width: 100%\n:alt: {stem}\n\n{caption}\n```"
         )
     return "\n\n".join(blocks)
 
