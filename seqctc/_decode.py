@@ -256,8 +256,9 @@ def _beam_search_one(
             jnp.arange(state.shape[-1], dtype=jnp.int32), state.shape
         )
         nxt = hot_trans[h_idx, state, jnp.broadcast_to(token[..., None], state.shape)]
-        done = nxt == hot_lengths
-        completed = jnp.sum(jnp.where(done, hot_lengths, 0), axis=-1).astype(dtype)
+        lengths = jnp.broadcast_to(hot_lengths, nxt.shape)
+        done = nxt == lengths
+        completed = jnp.sum(jnp.where(done, lengths, 0), axis=-1).astype(dtype)
         nxt = jnp.where(done, 0, nxt)
         gain = (
             completed
