@@ -90,8 +90,8 @@ def test_strips_hold_their_digits_at_their_segments(tmp_path):
         np.testing.assert_array_equal(batch.segments[row, count:], -1)
         segments = batch.segments[row, :count]
         assert np.all(segments[:, 1] - segments[:, 0] == 8)
-        assert segments[-1, 1] <= length
-        gaps = segments[1:, 0] - segments[:-1, 1]
+        # Margins and gaps of 2 to max_gap empty columns.
+        gaps = np.diff(np.concatenate([[0], segments.ravel(), [length]]))[::2]
         assert np.all((2 <= gaps) & (gaps <= config.max_gap))
         for (start, end), label in zip(
             segments, batch.labels[row, :count], strict=True
@@ -164,6 +164,24 @@ def test_mnist_idx_reader_on_tiny_files(tmp_path):
     with pytest.raises(ValueError, match="IDX"):
         (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04")
         digits_ctc.read_idx(tmp_path / "bad")
+
+
+def test_check_data_rejects_strips_too_short_for_their_labels(tmp_path):
+    config = tiny_config(tmp_path)
+    train, _ = digits_ctc.load_data(config)
+    batch = digits_ctc.train_batch(train, 0, config)
+    digits_ctc.check_data(batch, config)
+    # Three labels but only two frames in row 1.
+    paddings = batch.paddings.copy()
+    paddings[1, 4:] = 1.0
+    labels = batch.labels.copy()
+    labels[1], label_paddings = [1, 2, 3], batch.label_paddings.copy()
+    label_paddings[1] = 0.0
+    bad = batch._replace(
+        paddings=paddings, labels=labels, label_paddings=label_paddings
+    )
+    with pytest.raises(ValueError, match="1"):
+        digits_ctc.check_data(bad, config)
 
 
 def test_label_error_rate_is_edit_distance_over_reference_length():
