@@ -40,8 +40,8 @@ def _ctc_paths(num_frames, num_classes, labels, blank):
 def _segmentation_paths(num_frames, labels):
     """Every expanded label sequence of the blank-free segmentation graph."""
     n = len(labels)
-    if n == 0:
-        if num_frames == 0:
+    if n == 0 or num_frames < n:
+        if num_frames == n == 0:
             yield ()
         return
     for cuts in itertools.combinations(range(1, num_frames), n - 1):
