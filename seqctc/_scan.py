@@ -16,7 +16,6 @@ from seqctc._cells import (
     _as_params,
     _gru_combine,
     _gru_gates_hp,
-    _gru_gates_split,
     _gru_preact_grads_split,
     _gru_project,
     _rnn_preact_grad,
@@ -29,11 +28,16 @@ from seqctc._utils import check_rank, check_same_dim
 
 StepFn = Callable[[Any, Array, Array], Array]
 
-# Whether the scans of the two known cells differentiate through the hand
-# backward (a ``custom_vjp`` whose weight gradients are one matmul over all
-# frames) or through JAX's autodiff of ``lax.scan``. Chosen by
-# ``benchmarks/bench_rnn.py``.
-_HAND_VJP = True
+# How ``scan_rnn`` runs the two built-in cells, chosen with
+# ``benchmarks/bench_rnn.py`` on XLA:CPU:
+#   "loop":   input projection inside the loop body, JAX autodiff (fastest);
+#   "hoisted": input projection as one matmul over all frames before the loop,
+#              JAX autodiff;
+#   "hand":   hoisted, and differentiated through the hand backward (a
+#              ``custom_vjp``; weight gradients one matmul over all frames).
+# Hoisting makes [T, B, 3H] intermediates whose passes (split, transposes,
+# thin matmuls) cost more on CPU than the per-step input matmul they save.
+_STRATEGY = "loop"
 
 
 # ----------------------------------------------------------------------------
@@ -125,19 +129,28 @@ def _gru_core_hand(w_hh, b_hh, xs, valid, h0, reverse):
 
 
 def _gru_core_hand_fwd(w_hh, b_hh, xs, valid, h0, reverse):
-    hs, h_last = _gru_core_plain(w_hh, b_hh, xs, valid, h0, reverse)
-    return (hs, h_last), (w_hh, b_hh, xs, hs, valid, h0)
+    w_t = _loop_weight(w_hh)  # [H, 3H]
+    b = b_hh[None, :]
+
+    def body(h, inp):
+        xr, xz, xn, m = inp  # [B, H] x 3, [B, 1]
+        hp = h @ w_t + b  # [B, 3H]
+        _, z, n, _ = _gru_gates_hp(hp, xr, xz, xn)
+        h_new = jnp.where(m, _gru_combine(h, z, n), h)
+        return h_new, (h_new, hp)
+
+    h_last, (hs, hps) = lax.scan(body, h0, (*xs, valid), reverse=reverse)
+    return (hs, h_last), (w_hh, xs, hs, hps, valid, h0)
 
 
 def _gru_core_hand_bwd(reverse, res, cotangents):
     # XLA:CPU pays per operation inside a loop, so the loop carries only what
-    # is sequential (dL/dh) and emits one array; everything else runs batched
-    # over all frames before or after it.
-    w_hh, b_hh, xs, hs, valid, h0 = res
+    # is sequential (dL/dh) and emits one array; the gates and the weight
+    # gradients are computed batched over all frames before and after it.
+    w_hh, xs, hs, hps, valid, h0 = res
     dhs, dh_last = cotangents
-    params = GRUParams(None, w_hh, None, b_hh)
     h_prev = _shifted_prev(hs, h0, reverse)  # [T, B, H]
-    gates = _gru_gates_split(params, h_prev, *xs)  # 4 x [T, B, H]
+    gates = _gru_gates_hp(hps, *xs)  # (r, z, n, hn), 4 x [T, B, H]
 
     def body(g, inp):
         dh_out, h, r, z, n, hn, m = inp
@@ -152,9 +165,11 @@ def _gru_core_hand_bwd(reverse, res, cotangents):
     )  # g: [T, B, H]
     g = jnp.where(valid, g, 0)
     da_r, da_z, da_n, dhn, _ = _gru_preact_grads_split(g, h_prev, *gates)
-    dhp = jnp.concatenate([da_r, da_z, dhn], axis=-1)  # [T, B, 3H]
-    dw_hh = jnp.einsum("tbg,tbh->gh", dhp, h_prev)
-    db_hh = jnp.sum(dhp, axis=(0, 1))
+    dhp = (da_r, da_z, dhn)  # gradients w.r.t. the three blocks of hp
+    dw_hh = jnp.concatenate(
+        [jnp.einsum("tbg,tbh->gh", d, h_prev) for d in dhp], axis=0
+    )  # [3H, H]
+    db_hh = jnp.concatenate([jnp.sum(d, axis=(0, 1)) for d in dhp])  # [3H]
     return dw_hh, db_hh, (da_r, da_z, da_n), None, dh0
 
 
@@ -179,11 +194,46 @@ def _check_scan_args(inputs, paddings, initial_state, hidden):
             )
 
 
+def _rnn_core_loop(params, xs, valid, h0, reverse):
+    """Time-major scan with the input projection in the loop body."""
+    w_i = _loop_weight(params.w_ih)  # [D, H]
+    w_h = _loop_weight(params.w_hh)  # [H, H]
+    b = (params.b_ih + params.b_hh)[None, :]  # [1, H]
+
+    def body(h, inp):
+        x, m = inp  # [B, D], [B, 1]
+        h_new = jnp.where(m, jnp.tanh(x @ w_i + h @ w_h + b), h)
+        return h_new, h_new
+
+    h_last, hs = lax.scan(body, h0, (xs, valid), reverse=reverse)
+    return hs, h_last
+
+
+def _gru_core_loop(params, xs, valid, h0, reverse):
+    """Time-major scan with the input projection in the loop body."""
+    w_i = _loop_weight(params.w_ih)  # [D, 3H]
+    w_h = _loop_weight(params.w_hh)  # [H, 3H]
+    b_i = params.b_ih[None, :]  # [1, 3H]
+    b_h = params.b_hh[None, :]  # [1, 3H]
+
+    def body(h, inp):
+        x, m = inp  # [B, D], [B, 1]
+        xr, xz, xn = jnp.split(x @ w_i + b_i, 3, axis=-1)
+        _, z, n, _ = _gru_gates_hp(h @ w_h + b_h, xr, xz, xn)
+        h_new = jnp.where(m, _gru_combine(h, z, n), h)
+        return h_new, h_new
+
+    h_last, hs = lax.scan(body, h0, (xs, valid), reverse=reverse)
+    return hs, h_last
+
+
 def _known_cell(step_fn):
     if step_fn is rnn_step:
-        return RNNParams, 1, _rnn_project, (_rnn_core_hand, _rnn_core_plain)
+        cores = (_rnn_core_loop, _rnn_core_plain, _rnn_core_hand)
+        return RNNParams, 1, _rnn_project, cores
     if step_fn is gru_step:
-        return GRUParams, 3, _gru_project, (_gru_core_hand, _gru_core_plain)
+        cores = (_gru_core_loop, _gru_core_plain, _gru_core_hand)
+        return GRUParams, 3, _gru_project, cores
     return None
 
 
@@ -212,14 +262,18 @@ def scan_rnn(
     simply skipped). Padded inputs are never read: NaN there changes neither
     outputs nor gradients.
 
-    For the two built-in cells (:func:`rnn_step`, :func:`gru_step`) the input
-    projection :math:`x W_{ih}^\top + b_{ih}` is one matmul over all frames
-    outside the scan, and the gradient is the hand backward of the cell
-    (:func:`gru_step_backward`'s equations) run as a reverse scan through
-    ``jax.custom_vjp``, with the weight gradients one matmul over all frames
-    after it; ``benchmarks/bench_rnn.py`` measured this faster than autodiff
-    through the scan. Any other ``step_fn(params, h, x) -> h_new`` is scanned
-    as is and differentiated by JAX.
+    The two built-in cells (:func:`rnn_step`, :func:`gru_step`) are recognised
+    and run on a fast path: weights transposed once outside the loop and one
+    fused update per frame, differentiated by JAX. ``benchmarks/bench_rnn.py``
+    also measures two alternatives kept in this module: hoisting the input
+    projection :math:`x W_{ih}^\top + b_{ih}` out of the loop as one matmul
+    over all frames, and, on top of that, differentiating through the hand
+    backward of :func:`gru_step_backward` as a ``jax.custom_vjp`` (a reverse
+    scan that carries only :math:`\partial L / \partial h`, with the weight
+    gradients as one matmul over all frames). On XLA:CPU both were slower: the
+    ``[T, B, 3H]`` intermediates they create cost more memory traffic than the
+    per-frame matmul they save (see ``docs/_results/bench_rnn.md``). Any other
+    ``step_fn(params, h, x) -> h_new`` is scanned as is.
 
     Args:
         step_fn: a cell step ``step_fn(params, h[B, H], x[B, D]) -> [B, H]``,
@@ -263,7 +317,7 @@ def scan_rnn(
         initial_state = jnp.asarray(initial_state)
     known = _known_cell(step_fn)
     if known is not None:
-        cls, gates, project, (core_hand, core_plain) = known
+        cls, gates, project, (core_loop, core_plain, core_hand) = known
         params = _as_params(params, cls, gates)
         hidden = params.w_hh.shape[1]
         _check_scan_args(inputs, paddings, initial_state, hidden)
@@ -287,14 +341,18 @@ def scan_rnn(
             h0 = jnp.zeros((batch, hidden), dtype)
         else:
             h0 = initial_state.astype(dtype)
-        xp = project(params, inputs)  # [B, T, G H]
-        xs = jnp.swapaxes(xp, 0, 1)  # [T, B, G H]
-        if gates == 3:
-            # Split before the scan: slicing the gates out of a scanned-over
-            # [B, 3H] frame inside the loop body is slow on XLA:CPU.
-            xs = tuple(jnp.split(xs, 3, axis=-1))  # 3 x [T, B, H]
-        core = core_hand if _HAND_VJP else core_plain
-        hs, h_last = core(params.w_hh, params.b_hh, xs, valid_tm, h0, reverse)
+        if _STRATEGY == "loop":
+            xs = jnp.swapaxes(inputs, 0, 1)  # [T, B, D]
+            hs, h_last = core_loop(params, xs, valid_tm, h0, reverse)
+        else:
+            xp = project(params, inputs)  # [B, T, G H]
+            xs = jnp.swapaxes(xp, 0, 1)  # [T, B, G H]
+            if gates == 3:
+                # Split before the scan: slicing the gates out of a scanned
+                # [B, 3H] frame inside the loop body is slow on XLA:CPU.
+                xs = tuple(jnp.split(xs, 3, axis=-1))  # 3 x [T, B, H]
+            core = core_hand if _STRATEGY == "hand" else core_plain
+            hs, h_last = core(params.w_hh, params.b_hh, xs, valid_tm, h0, reverse)
     else:
         if initial_state is not None:
             h0 = initial_state

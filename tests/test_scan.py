@@ -69,13 +69,14 @@ def _problem(seed, cell, batch=3, frames=6, features=3, hidden=4, lengths=None):
 
 
 @contextlib.contextmanager
-def _hand_vjp(enabled):
-    old = _scan._HAND_VJP
-    _scan._HAND_VJP = enabled
+def _strategy(name):
+    """Traces ``scan_rnn`` with another internal strategy for the built-in cells."""
+    old = _scan._STRATEGY
+    _scan._STRATEGY = name
     try:
         yield
     finally:
-        _scan._HAND_VJP = old
+        _scan._STRATEGY = old
 
 
 CASES = [
@@ -172,21 +173,28 @@ class ScanTest(chex.TestCase):
 
     @parameterized.named_parameters(CASES)
     def test_hand_backward_equals_autodiff(self, cell, reverse):
-        params, inputs, paddings, _, h0 = _problem(5, cell)
+        """The hoisted strategies (custom_vjp or not) agree with the default."""
+        params, inputs, paddings, lengths, h0 = _problem(5, cell)
         weights = np.random.default_rng(6).normal(size=(4,)).astype(np.float32)
 
         def loss(p, x, h0):
             out, final = seqctc.scan_rnn(
                 STEPS[cell], p, x, paddings, initial_state=h0, reverse=reverse
             )
-            return jnp.sum(jnp.tanh(out) @ weights) + jnp.sum(final**3)
+            return jnp.sum(jnp.tanh(out) @ weights) + jnp.sum(final**3), out
 
-        with _hand_vjp(True):
-            hand = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(params, inputs, h0)
-        with _hand_vjp(False):
-            auto = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(params, inputs, h0)
-        chex.assert_tree_all_finite(hand)
-        chex.assert_trees_all_close(hand, auto, rtol=1e-5, atol=1e-5)
+        results = {}
+        for name in ("hand", "hoisted", "loop"):
+            with _strategy(name):
+                grad_fn = jax.jit(jax.grad(loss, argnums=(0, 1, 2), has_aux=True))
+                results[name] = grad_fn(params, inputs, h0)
+        expected, _ = numpy_scan(cell, params, inputs, lengths, h0, reverse)
+        for name, (grads, out) in results.items():
+            np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+            chex.assert_tree_all_finite(grads)
+            chex.assert_trees_all_close(
+                grads, results["loop"][0], rtol=1e-5, atol=1e-5, custom_message=name
+            )
 
     @parameterized.parameters("rnn", "gru")
     def test_gradient_matches_finite_differences(self, cell):
