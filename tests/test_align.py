@@ -251,6 +251,33 @@ class ViterbiAlignTest(chex.TestCase):
             np.testing.assert_array_equal(align.states[~np.isfinite(log_prob)], -1)
             self.assertEqual(float(log_prob[5]), 0.0)  # no frames, no labels
 
+    def test_static_empty_shapes(self):
+        labels = np.array([[1], [1]], np.int32)
+        label_paddings = np.array([[0], [1]], np.float32)
+        no_frames = _align(
+            np.zeros((2, 0, 3), np.float32), np.zeros((2, 0)), labels, label_paddings
+        )
+        chex.assert_shape(no_frames.states, (2, 0))
+        np.testing.assert_array_equal(no_frames.log_prob, [-np.inf, 0.0])
+        no_labels = _align(
+            np.zeros((2, 3, 3), np.float32),
+            np.array([[0, 0, 0], [1, 1, 1]], np.float32),
+            np.zeros((2, 0), np.int32),
+            np.zeros((2, 0)),
+            blank_id=None,
+        )
+        np.testing.assert_array_equal(no_labels.log_prob, [-np.inf, 0.0])
+        np.testing.assert_array_equal(no_labels.frame_labels, -1)
+        # On the CTC graph no labels means all blanks.
+        blanks = _align(
+            np.zeros((1, 3, 3), np.float32),
+            np.zeros((1, 3)),
+            np.zeros((1, 0), np.int32),
+            np.zeros((1, 0)),
+        )
+        np.testing.assert_array_equal(blanks.frame_labels, [[0, 0, 0]])
+        np.testing.assert_allclose(blanks.log_prob, [-3 * np.log(3)], rtol=1e-6)
+
     def test_padding_is_never_read(self):
         rng = np.random.default_rng(5)
         logits, logit_paddings, labels, label_paddings = _random_batch(rng, *TINY)
