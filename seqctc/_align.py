@@ -231,17 +231,19 @@ def viterbi_align(
         # delta: [B, S] best log probability of a prefix ending in each state.
         log_probs_t, valid_t = inputs  # [B, K], [B]
         emit = emissions(log_probs_t)
-        fill1 = jnp.full((batch, 1), NEG_INF, dtype)
-        fill2 = jnp.full((batch, 2), NEG_INF, dtype)
-        from_prev = jnp.concatenate([fill1, delta], axis=1)[:, :-1]
-        from_skip = jnp.concatenate([fill2, delta], axis=1)[:, :-2]
-        from_skip = jnp.where(skip, from_skip, NEG_INF)
+        fill = jnp.full((batch, 2), NEG_INF, dtype)
+        from_prev = jnp.concatenate([fill[:, :1], delta], axis=1)[:, :-1]
         # Strict comparisons: on a tie the larger predecessor (stay, then the
         # previous state) is kept.
         best = jnp.maximum(delta, from_prev)
-        back = jnp.where(from_prev > delta, 1, 0)
-        back = jnp.where(from_skip > best, 2, back).astype(jnp.int8)  # [B, S]
-        new = emit + jnp.maximum(best, from_skip)
+        back = jnp.where(from_prev > delta, 1, 0)  # [B, S]
+        if blank_id is not None:  # static: the blank-free graph has no skips
+            from_skip = jnp.concatenate([fill, delta], axis=1)[:, :-2]
+            from_skip = jnp.where(skip, from_skip, NEG_INF)
+            back = jnp.where(from_skip > best, 2, back)
+            best = jnp.maximum(best, from_skip)
+        back = back.astype(jnp.int8)
+        new = emit + best
         # Padded frames keep delta; their back-pointers are ignored when
         # backtracking (masking them here costs more than the whole recursion).
         return jnp.where(valid_t[:, None], new, delta), back
