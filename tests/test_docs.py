@@ -1,42 +1,62 @@
-"""The code on the documentation pages runs and prints what the pages say.
+"""The code on the documentation pages runs and does what the pages say.
 
 Every ```python block in ``docs/**/*.md`` and ``README.md`` is runnable: the blocks
 of one page run in order in one namespace, like a notebook. A block that starts
 with ``>>>`` is a doctest (NORMALIZE_WHITESPACE and ELLIPSIS); any other block is
-executed and must not raise (they hold their own ``assert``s). Code that must not
-run is written as ``{code-block} python`` instead. A page is skipped, with the
-names in the reason, only while a ``seqctc.<name>`` it uses is not exported yet.
+executed and must not raise (the blocks hold their own ``assert``s against
+brute force, numpy, optax or torch). Code that must not run is written as
+``{code-block} python`` instead.
+
+All pages run in one child process (one JAX start-up, one compilation cache),
+with the strict promotion rules of ``conftest.py`` and XLA's backend
+optimisations off: the arrays on the pages are tiny, so compiling dominates, and
+the flags change compile time, not results. A page is reported as skipped, with
+the names, only while a ``seqctc.<name>`` it uses is not exported yet.
 """
 
 from __future__ import annotations
 
 import doctest
 import importlib
+import json
+import os
 import pathlib
 import re
+import subprocess
 import sys
-
-import pytest
-
-import seqctc
+import traceback
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 USES = re.compile(r"\bseqctc\.((?:nn\.|torch_compat\.)?[A-Za-z_]\w*)")
 FLAGS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
+XLA_FAST_COMPILE = (
+    "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+)
 
 
-def _pages() -> list[pathlib.Path]:
-    pages = [ROOT / "README.md"]
+def pages() -> list[pathlib.Path]:
+    """README.md and every docs page with a ```python block."""
+    found = [ROOT / "README.md"]
     for path in sorted(DOCS.rglob("*.md")):
-        parts = path.relative_to(DOCS).parts
-        if parts[0] not in ("_build", "_results"):
-            pages.append(path)
-    return [p for p in pages if FENCE.search(p.read_text(encoding="utf-8"))]
+        if path.relative_to(DOCS).parts[0] not in ("_build", "_results"):
+            found.append(path)
+    return [p for p in found if FENCE.search(p.read_text(encoding="utf-8"))]
 
 
-def _missing_names(code: str) -> list[str]:
+def blocks(page: pathlib.Path) -> list[tuple[int, str]]:
+    """``(first line number, code)`` of each ```python block of ``page``."""
+    text = page.read_text(encoding="utf-8")
+    return [
+        (text[: m.start()].count("\n") + 2, m.group(1)) for m in FENCE.finditer(text)
+    ]
+
+
+def missing_names(code: str) -> list[str]:
+    """The ``seqctc.<name>`` used in ``code`` that the package does not export."""
+    import seqctc
+
     missing = []
     for dotted in sorted(set(USES.findall(code))):
         module, name = seqctc, dotted
@@ -52,34 +72,68 @@ def _missing_names(code: str) -> list[str]:
     return missing
 
 
-def _run_blocks(blocks: list[tuple[int, str]], name: str) -> None:
-    namespace: dict = {"__name__": f"docs_{name}"}
-    parser = doctest.DocTestParser()
-    runner = doctest.DocTestRunner(optionflags=FLAGS)
-    for line, code in blocks:
-        if code.lstrip().startswith(">>>"):
-            test = parser.get_doctest(code, namespace, name, name, line)
-            failures, _ = runner.run(test, out=sys.stdout.write, clear_globs=False)
-            assert failures == 0, f"doctest in {name} (line {line}) failed"
-        else:
-            exec(compile(code, f"{name}:{line}", "exec"), namespace)  # noqa: S102
-
-
-@pytest.mark.parametrize(
-    "page", _pages(), ids=lambda p: str(p.relative_to(ROOT)).replace("/", "::")
-)
-def test_page_code_runs(page: pathlib.Path):
-    text = page.read_text(encoding="utf-8")
-    blocks = [
-        (text[: m.start()].count("\n") + 2, m.group(1)) for m in FENCE.finditer(text)
-    ]
-    missing = _missing_names("\n".join(code for _, code in blocks))
+def run_page(page: pathlib.Path) -> tuple[str, str]:
+    """Runs one page's blocks; returns ``(status, detail)``."""
+    name = str(page.relative_to(ROOT))
+    page_blocks = blocks(page)
+    missing = missing_names("\n".join(code for _, code in page_blocks))
     if missing:
-        pytest.skip(f"not exported yet: {', '.join(missing)}")
-    _run_blocks(blocks, str(page.relative_to(ROOT)))
+        return "skipped", f"{name}: not exported yet: {', '.join(missing)}"
+    namespace: dict = {"__name__": "docs_page"}
+    parser = doctest.DocTestParser()
+    for line, code in page_blocks:
+        try:
+            if code.lstrip().startswith(">>>"):
+                runner = doctest.DocTestRunner(optionflags=FLAGS)
+                test = parser.get_doctest(code, namespace, name, name, line)
+                report: list[str] = []
+                runner.run(test, out=report.append, clear_globs=False)
+                if runner.failures:
+                    return "failed", f"{name}, block at line {line}:\n" + "".join(
+                        report
+                    )
+            else:
+                exec(compile(code, f"{name}:{line}", "exec"), namespace)
+        except Exception:
+            return "failed", f"{name}, block at line {line}:\n{traceback.format_exc()}"
+    return "passed", name
+
+
+def _child_main() -> None:
+    import jax
+
+    jax.config.update("jax_numpy_rank_promotion", "raise")
+    jax.config.update("jax_numpy_dtype_promotion", "strict")
+    results = {str(p.relative_to(ROOT)): run_page(p) for p in pages()}
+    sys.stdout.write("\n@@RESULTS@@" + json.dumps(results))
+
+
+def test_docs_code_runs():
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", XLA_FLAGS=XLA_FAST_COMPILE)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "tests"), str(ROOT), env.get("PYTHONPATH", "")]
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", "import test_docs; test_docs._child_main()"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert "@@RESULTS@@" in child.stdout, child.stderr[-5000:]
+    results = json.loads(child.stdout.split("@@RESULTS@@")[-1])
+    assert results, "no documentation page with code was found"
+    failed = [detail for status, detail in results.values() if status == "failed"]
+    skipped = [detail for status, detail in results.values() if status == "skipped"]
+    assert not failed, "\n\n".join(failed)
+    for detail in skipped:
+        sys.stderr.write(f"skipped {detail}\n")
 
 
 def test_api_pages_list_every_public_name():
+    import seqctc
+
     sys.path.insert(0, str(DOCS / "_ext"))
     try:
         seqctc_docs = importlib.import_module("seqctc_docs")
@@ -91,4 +145,4 @@ def test_api_pages_list_every_public_name():
     ]
     expected = {n for n in exported if n not in seqctc_docs.SUBMODULES}
     assert listed == expected
-    assert "lengths_to_paddings" in listed and "extend_with_blanks" in listed
+    assert "lengths_to_paddings" in listed and "ctc_loss" in listed
