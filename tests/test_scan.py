@@ -171,24 +171,29 @@ class ScanTest(chex.TestCase):
         grads2 = (grads2[0], grads2[1][:, :frames], grads2[2])
         chex.assert_trees_all_close(grads2, grads, rtol=1e-5, atol=1e-6)
 
-    @parameterized.named_parameters(CASES)
-    def test_hand_backward_equals_autodiff(self, cell, reverse):
-        """The hoisted strategies (custom_vjp or not) agree with the default."""
+    @parameterized.parameters("rnn", "gru")
+    def test_hand_backward_equals_autodiff(self, cell):
+        """The hoisted hand backward (custom_vjp) agrees with the default."""
         params, inputs, paddings, lengths, h0 = _problem(5, cell)
         weights = np.random.default_rng(6).normal(size=(4,)).astype(np.float32)
 
         def loss(p, x, h0):
-            out, final = seqctc.scan_rnn(
-                STEPS[cell], p, x, paddings, initial_state=h0, reverse=reverse
+            # Both directions, so both orders of the hand backward are used.
+            out_f, final_f = seqctc.scan_rnn(
+                STEPS[cell], p, x, paddings, initial_state=h0
             )
-            return jnp.sum(jnp.tanh(out) @ weights) + jnp.sum(final**3), out
+            out_b, final_b = seqctc.scan_rnn(
+                STEPS[cell], p, x, paddings, initial_state=h0, reverse=True
+            )
+            value = jnp.sum(jnp.tanh(out_f) @ weights) + jnp.sum(out_b**2)
+            return value + jnp.sum(final_f**3) + jnp.sum(final_b), out_b
 
         results = {}
-        for name in ("hand", "hoisted", "loop"):
+        for name in ("hand", "loop"):
             with _strategy(name):
                 grad_fn = jax.jit(jax.grad(loss, argnums=(0, 1, 2), has_aux=True))
                 results[name] = grad_fn(params, inputs, h0)
-        expected, _ = numpy_scan(cell, params, inputs, lengths, h0, reverse)
+        expected, _ = numpy_scan(cell, params, inputs, lengths, h0, reverse=True)
         for name, (grads, out) in results.items():
             np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
             chex.assert_tree_all_finite(grads)
@@ -199,7 +204,9 @@ class ScanTest(chex.TestCase):
     @parameterized.parameters("rnn", "gru")
     def test_gradient_matches_finite_differences(self, cell):
         with jax.enable_x64(True):
-            params, inputs, paddings, _, h0 = _problem(7, cell, batch=2, frames=4)
+            params, inputs, paddings, _, h0 = _problem(
+                7, cell, batch=2, frames=3, hidden=3
+            )
             params = type(params)(*(np.asarray(p, np.float64) for p in params))
             inputs, h0 = inputs.astype(np.float64), h0.astype(np.float64)
 
@@ -260,7 +267,7 @@ class ScanTest(chex.TestCase):
         np.testing.assert_allclose(finals, np.stack(expected_finals), atol=1e-6)
 
 
-@hypothesis.settings(max_examples=6, deadline=None)
+@hypothesis.settings(max_examples=4, deadline=None)
 @hypothesis.given(
     batch=st.integers(1, 3),
     frames=st.integers(1, 5),
@@ -276,9 +283,11 @@ def test_random_shapes_match_python_loop(
     params, inputs, paddings, lengths, h0 = _problem(
         seed, cell, batch, frames, features, hidden
     )
-    outputs, final = seqctc.scan_rnn(
-        STEPS[cell], params, inputs, paddings, initial_state=h0, reverse=reverse
-    )
+    outputs, final = jax.jit(
+        lambda p, x, pad, h0: seqctc.scan_rnn(
+            STEPS[cell], p, x, pad, initial_state=h0, reverse=reverse
+        )
+    )(params, inputs, paddings, h0)
     expected, expected_final = numpy_scan(cell, params, inputs, lengths, h0, reverse)
     np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(final, expected_final, rtol=1e-5, atol=1e-6)
