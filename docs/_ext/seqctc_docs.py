@@ -213,6 +213,9 @@ def _expand(app, docname: str, match: re.Match) -> str:
     options = [ln for ln in body.splitlines() if ln.startswith(":")]
     text = "\n".join(ln for ln in body.splitlines() if not ln.startswith(":"))
     path = _resolve(app.srcdir, docname, target)
+    # A missing dependency keeps the page outdated, so an incremental build
+    # picks the file up as soon as it appears.
+    app.env.note_dependency(path)
     if kind == "include":
         if not os.path.isfile(path):
             return _note(text)
