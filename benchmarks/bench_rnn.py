@@ -147,7 +147,9 @@ def main():
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs "
         f"({jax.devices()[0].platform}), Python {platform.python_version()}; "
         f"jax {jax.__version__}, flax {flax.__version__}, torch {torch.__version__} "
-        f"(2 threads). Median of {reps} interleaved repetitions after a warm-up; "
+        f"(2 threads); load average {os.getloadavg()[0]:.1f} at the end (the "
+        "machine is shared, so only the ratios mean anything). "
+        f"Median of {reps} interleaved repetitions after a warm-up; "
         "time of one jitted gradient of the summed outputs w.r.t. parameters and "
         "inputs (float32). Ratios above 1 mean seqctc is faster.\n"
     )

@@ -24,7 +24,7 @@ from seqctc._cells import (
     rnn_step,
 )
 from seqctc._types import Array, ArrayLike
-from seqctc._utils import check_rank, check_same_dim
+from seqctc._utils import check_rank, check_same_dim, compute_dtype
 
 StepFn = Callable[[Any, Array, Array], Array]
 
@@ -280,7 +280,9 @@ def scan_rnn(
             e.g. :func:`rnn_step` or :func:`gru_step` (recognised, fast path).
         params: the cell's parameters (a pytree, e.g. :class:`GRUParams`).
         inputs: ``[B, T, D]`` input frames (batch-major). For the built-in
-            cells they are cast to the parameters' dtype.
+            cells they are cast to the parameters' dtype, or to float32 for
+            half-precision parameters (the state then accumulates in float32
+            and the outputs are float32).
         paddings: ``[B, T]`` paddings, 1.0 = padded (right padded).
         initial_state: ``[B, H]`` state before the first processed frame;
             zeros if ``None`` (a custom ``step_fn`` then needs ``params.w_hh``
@@ -335,7 +337,9 @@ def scan_rnn(
     valid_tm = jnp.swapaxes(valid, 0, 1)[:, :, None]  # [T, B, 1]
 
     if known is not None:
-        dtype = params.w_hh.dtype
+        # Half-precision parameters run (and accumulate) in float32.
+        dtype = compute_dtype(params.w_hh)
+        params = type(params)(*(p.astype(dtype) for p in params))
         inputs = inputs.astype(dtype)
         if initial_state is None:
             h0 = jnp.zeros((batch, hidden), dtype)

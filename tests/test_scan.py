@@ -293,6 +293,19 @@ def test_random_shapes_match_python_loop(
     np.testing.assert_allclose(final, expected_final, rtol=1e-5, atol=1e-6)
 
 
+def test_half_precision_parameters_accumulate_in_float32():
+    params, inputs, paddings, lengths, h0 = _problem(11, "gru")
+    half = type(params)(*(p.astype(jnp.bfloat16) for p in params))
+    outputs, final = seqctc.scan_rnn(
+        seqctc.gru_step, half, inputs.astype(jnp.bfloat16), paddings
+    )
+    assert outputs.dtype == jnp.float32 and final.dtype == jnp.float32
+    rounded = type(params)(*(np.asarray(p, np.float32) for p in half))
+    x = np.asarray(inputs.astype(jnp.bfloat16), np.float32)
+    expected, _ = numpy_scan("gru", rounded, x, lengths, np.zeros((3, 4)))
+    np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_bad_shapes_raise_value_error_naming_argument():
     params = seqctc.init_gru_params(jax.random.key(0), 3, 4)
     x, pad = jnp.zeros((2, 5, 3)), jnp.zeros((2, 5))
