@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -331,22 +332,137 @@ def _class_gradient(prep, gamma_tm) -> Array:
     return jnp.exp(prep.log_probs) * total[:, :, None] - per_class
 
 
+# --------------------------------------------------------------------------
+# The loss and its gradient in cache-sized chunks.
+#
+# Whole [T, B, S] tables are what make a CTC gradient slow on a CPU: writing
+# and re-reading them costs more than the arithmetic. ctc_loss therefore never
+# builds one. Pass 1 runs α over chunks of C frames and keeps only α at each
+# chunk boundary ([T / C, B, S]); pass 2 walks the chunks backwards, recomputes
+# the chunk's α from its checkpoint ([C, B, S], stays in cache), runs β through
+# it and turns α + β into the [B, K] gradient of each frame at once.
+
+
+def _chunking(max_frames: int) -> tuple[int, int]:
+    """``(num_chunks, chunk)`` with ``num_chunks * chunk >= T``, both ~sqrt(T)."""
+    num_chunks = max(1, math.isqrt(max(max_frames - 1, 0)) + 1)
+    chunk = -(-max_frames // num_chunks)
+    num_chunks = -(-max_frames // chunk)
+    return num_chunks, chunk
+
+
+def _chunk_emissions(log_probs_c: Array, states: Array) -> Array:
+    """``[C, B, S]`` log y_t(states[s]) from ``[C, B, K]`` log-probabilities."""
+    emit = jnp.take_along_axis(log_probs_c, states[None, :, :], axis=2)
+    return jnp.maximum(emit, jnp.asarray(NEG_INF, emit.dtype))
+
+
+def _chunked_inputs(prep: _Prepared):
+    """Time-major log-probabilities padded to whole chunks, and frame indices."""
+    batch, max_frames, num_classes = prep.log_probs.shape
+    num_chunks, chunk = _chunking(max_frames)
+    padded = num_chunks * chunk
+    log_probs = jnp.transpose(prep.log_probs, (1, 0, 2))  # [T, B, K]
+    log_probs = jnp.pad(log_probs, ((0, padded - max_frames), (0, 0), (0, 0)))
+    log_probs = log_probs.reshape(num_chunks, chunk, batch, num_classes)
+    frames = jnp.arange(padded, dtype=jnp.int32).reshape(num_chunks, chunk)
+    return log_probs, frames  # [C#, C, B, K], [C#, C]
+
+
+def _alpha_pass(prep: _Prepared, log_probs, frames) -> tuple[Array, Array]:
+    """α at each row's last frame ``[B, S]`` and at chunk starts ``[C#, B, S]``."""
+    batch, num_states = prep.states.shape
+    dtype = log_probs.dtype
+    lengths = prep.frame_lengths
+
+    def frame_step(alpha, xs):
+        t, emit = xs
+        new = _alpha_step(alpha, emit, prep.skip)
+        return jnp.where((t < lengths)[:, None], new, alpha), None
+
+    def chunk_step(alpha, xs):
+        ts, log_probs_c = xs
+        emit = _chunk_emissions(log_probs_c, prep.states)  # [C, B, S]
+        end, _ = jax.lax.scan(frame_step, alpha, (ts, emit))
+        return end, alpha
+
+    alpha0 = _alpha_init(batch, num_states, dtype)
+    return jax.lax.scan(chunk_step, alpha0, (frames, log_probs))
+
+
+def _gradient_pass(prep, log_probs, frames, checkpoints, log_p, possible):
+    """``[T, B, K]`` d(−log p)/d logits, chunk by chunk from the end."""
+    batch, num_states = prep.states.shape
+    num_classes = log_probs.shape[-1]
+    dtype = log_probs.dtype
+    lengths = prep.frame_lengths
+    skip_next2 = jnp.concatenate(
+        [prep.skip[:, 2:], jnp.zeros((batch, 2), bool)], axis=1
+    )  # [B, S]: skip[s + 2]
+    beta0 = _beta_init(prep.num_states, num_states, dtype)
+    state_ok = (
+        jnp.arange(num_states, dtype=jnp.int32)[None, :] < prep.num_states[:, None]
+    ) & possible[:, None]  # [B, S]
+    one_hot = jax.nn.one_hot(prep.states, num_classes, dtype=dtype)  # [B, S, K]
+
+    def alpha_step(alpha, xs):
+        t, emit = xs
+        new = _alpha_step(alpha, emit, prep.skip)
+        alpha = jnp.where((t < lengths)[:, None], new, alpha)
+        return alpha, alpha
+
+    def frame_step(beta, xs):
+        t, emit, alpha = xs
+        mask = state_ok & (t < lengths)[:, None]  # [B, S]
+        z = jnp.where(mask, alpha + beta - log_p[:, None], 0)
+        gamma = jnp.where(mask, jnp.exp(z), 0)  # [B, S]
+        previous = _beta_step(beta, emit, skip_next2)  # β at frame t - 1
+        previous = jnp.where((t - 1 < lengths - 1)[:, None], previous, beta0)
+        return previous, gamma
+
+    def chunk_step(beta, xs):
+        ts, log_probs_c, alpha_start = xs
+        emit = _chunk_emissions(log_probs_c, prep.states)  # [C, B, S]
+        _, alphas = jax.lax.scan(alpha_step, alpha_start, (ts, emit))
+        beta, gamma = jax.lax.scan(
+            frame_step, beta, (ts, emit, alphas), reverse=True
+        )  # [C, B, S]
+        # The class sums of γ for the whole chunk in one matmul.
+        per_class = jnp.einsum("cbs,bsk->cbk", gamma, one_hot)  # [C, B, K]
+        total = jnp.sum(gamma, axis=2, keepdims=True)  # [C, B, 1]
+        return beta, jnp.exp(log_probs_c) * total - per_class
+
+    _, grads = jax.lax.scan(
+        chunk_step, beta0, (frames, log_probs, checkpoints), reverse=True
+    )  # [C#, C, B, K]
+    grads = grads.reshape(-1, batch, num_classes)[: prep.log_probs.shape[1]]
+    return jnp.transpose(grads, (1, 0, 2))  # [B, T, K]
+
+
+def _loss_and_gradient(logits, logit_paddings, labels, label_paddings, blank_id):
+    prep = _prepare(logits, logit_paddings, labels, label_paddings, blank_id)
+    log_probs, frames = _chunked_inputs(prep)
+    alpha_last, checkpoints = _alpha_pass(prep, log_probs, frames)
+    log_p = _log_likelihood(prep, alpha_last)
+    loss, impossible = _finish(prep, log_p)
+    grad = _gradient_pass(prep, log_probs, frames, checkpoints, log_p, ~impossible)
+    grad = jnp.where(prep.bad_labels[:, None, None], jnp.nan, grad)
+    return loss, grad
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def _ctc_nll(logits, logit_paddings, labels, label_paddings, blank_id):
     prep = _prepare(logits, logit_paddings, labels, label_paddings, blank_id)
-    _, _, alpha_last = _tables(prep, alpha=True, beta=False)
+    log_probs, frames = _chunked_inputs(prep)
+    alpha_last, _ = _alpha_pass(prep, log_probs, frames)
     loss, _ = _finish(prep, _log_likelihood(prep, alpha_last))
     return loss
 
 
 def _ctc_nll_fwd(logits, logit_paddings, labels, label_paddings, blank_id):
-    prep = _prepare(logits, logit_paddings, labels, label_paddings, blank_id)
-    log_alpha, log_beta, alpha_last = _tables(prep, alpha=True, beta=True)
-    log_p = _log_likelihood(prep, alpha_last)
-    loss, impossible = _finish(prep, log_p)
-    gamma = _posteriors_tm(prep, log_alpha, log_beta, log_p, impossible)
-    grad = _class_gradient(prep, gamma)  # [B, T, K]
-    grad = jnp.where(prep.bad_labels[:, None, None], jnp.nan, grad)
+    loss, grad = _loss_and_gradient(
+        logits, logit_paddings, labels, label_paddings, blank_id
+    )
     dtype_tag = jnp.zeros((0,), jnp.asarray(logits).dtype)
     return loss, (grad, dtype_tag)
 
