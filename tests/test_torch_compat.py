@@ -29,6 +29,17 @@ STEPS = {"rnn": seqctc.rnn_step, "gru": seqctc.gru_step}
 TORCH = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU}
 
 
+# One jitted function per cell, shared by both `batch_first` cases.
+_STACKED = {
+    cell: jax.jit(
+        lambda layers, x, paddings, step=step: seqctc.stacked_rnn(
+            step, layers, x, paddings, bidirectional=True
+        )
+    )
+    for cell, step in STEPS.items()
+}
+
+
 def _torch_run(module, x, lengths, batch_first):
     """Runs ``module`` on packed sequences; returns batch-major outputs, h_n."""
     xt = torch.from_numpy(x)
@@ -62,11 +73,7 @@ def test_stacked_bidirectional_matches_torch_packed(cell, batch_first):
     x[paddings == 1] = 1e3
     expected, expected_h = _torch_run(module, x, LENGTHS, batch_first)
     layers = params_from_torch(module)
-    outputs, finals = jax.jit(
-        lambda layers, x: seqctc.stacked_rnn(
-            STEPS[cell], layers, x, paddings, bidirectional=True
-        )
-    )(layers, x)
+    outputs, finals = _STACKED[cell](layers, x, paddings)
     np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(finals, expected_h, rtol=1e-5, atol=1e-5)
 
