@@ -30,7 +30,7 @@ continues exactly where the run stopped.
 
 Usage::
 
-    python examples/digits_ctc.py                   # defaults, about 2-3 min on CPU
+    python examples/digits_ctc.py       # defaults: ~1.1% LER, ~90 s of CPU time
     python examples/digits_ctc.py --loss viterbi --out runs/viterbi
     python examples/digits_ctc.py --steps 4000 --resume   # extend a finished run
     python examples/digits_ctc.py --help
@@ -487,7 +487,7 @@ def train_step(params, opt_state, batch: Batch, *, graphdef, config: Config):
     with jax.numpy_dtype_promotion("standard"):
         updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
-    metrics = {"loss": value, "grad_norm": optax.global_norm(grads)}
+    metrics = {"loss": value, "grad_norm": optax.tree.norm(grads)}
     return params, opt_state, metrics
 
 
@@ -723,11 +723,21 @@ class Result(NamedTuple):
     history: dict[str, list]  # "train": [[step, loss]], "eval": [[step, LER]]
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def init_params(config: Config, num_rows: int):
+    """The initial parameters as a nested dict, drawn in one compiled call
+    (eagerly, every initialiser would compile on its own)."""
+    model = Recognizer(num_rows, config, rngs=nnx.Rngs(config.seed))
+    return nnx.to_pure_dict(nnx.state(model))
+
+
 def init_model(config: Config, num_rows: int):
     """Builds the model; returns its graph definition and parameter dict."""
-    model = Recognizer(num_rows, config, rngs=nnx.Rngs(config.seed))
-    graphdef, state = nnx.split(model)
-    return graphdef, nnx.to_pure_dict(state)
+    model = nnx.eval_shape(
+        lambda: Recognizer(num_rows, config, rngs=nnx.Rngs(config.seed))
+    )
+    graphdef, _ = nnx.split(model)
+    return graphdef, init_params(config, num_rows)
 
 
 def train(
@@ -999,25 +1009,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "cpu_time": time.process_time(),
         "devices": f"{mesh.size} x {jax.devices()[0].device_kind}",
     }
+    # The first test strip of five digits or more and its logits, from a batch
+    # of the (already compiled) evaluation shape; every process takes part.
+    chunk, _ = batches_of(test, eval_batch_size(config, mesh))[0]
+    pick = next((i for i, n in enumerate(label_strings(chunk)) if len(n) >= 5), 0)
+    frames, paddings = shard_batch(chunk, mesh)[:2]
+    logits, logit_paddings = forward(
+        result.params, frames, paddings, graphdef=result.graphdef
+    )
+    logits = gather(logits)[pick : pick + 1]
+    logit_paddings = gather(logit_paddings)[pick : pick + 1]
     if jax.process_index() == 0:
         if config.plots:
             import matplotlib
 
             matplotlib.use("Agg")
             plot_loss(result.history, out / "loss.png", config)
-            # The first test strip of five digits or more, with its logits
-            # from a batch of the (already compiled) evaluation shape.
-            chunk, _ = batches_of(test, eval_batch_size(config, mesh))[0]
-            pick = next(
-                (i for i, n in enumerate(label_strings(chunk)) if len(n) >= 5), 0
-            )
-            frames, paddings = shard_batch(chunk, mesh)[:2]
-            logits, logit_paddings = forward(
-                result.params, frames, paddings, graphdef=result.graphdef
-            )
             strip = Batch(*(x[pick : pick + 1] for x in chunk))
-            logits = gather(logits)[pick : pick + 1]
-            logit_paddings = gather(logit_paddings)[pick : pick + 1]
             plot_alignment(strip, logits, logit_paddings, out / "alignment.png", config)
             plot_predictions(test, hypotheses, out / "predictions.png")
         summary["wall_time"] = time.perf_counter() - start
