@@ -6,6 +6,7 @@ resumed run against an uninterrupted one, and the data-parallel step on four
 virtual CPU devices against the same step on one device.
 """
 
+import dataclasses
 import gzip
 import json
 import os
@@ -195,7 +196,7 @@ def test_flags_are_documented_and_checked(capsys):
     with pytest.raises(SystemExit):
         digits_ctc.parse_args(["--help"])
     text = capsys.readouterr().out
-    for field in digits_ctc.dataclasses.fields(digits_ctc.Config):
+    for field in dataclasses.fields(digits_ctc.Config):
         assert "--" + field.name.replace("_", "-") in text
     with pytest.raises(ValueError, match="--max-gap"):
         digits_ctc.parse_args(["--max-gap=1"])
@@ -274,17 +275,13 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     interrupted = tiny_config(tmp_path / "a", *flags)
     first = digits_ctc.train(interrupted, stop_at=2)
     assert first.step == 2
-    resumed = digits_ctc.train(dataclasses_replace(interrupted, resume=True))
+    resumed = digits_ctc.train(dataclasses.replace(interrupted, resume=True))
     straight = digits_ctc.train(tiny_config(tmp_path / "b", *flags))
     assert resumed.step == straight.step == 3
     leaves_close(resumed.params, straight.params, atol=1e-6)
     np.testing.assert_allclose(
         resumed.history["train"], straight.history["train"], rtol=1e-6
     )
-
-
-def dataclasses_replace(config, **changes):
-    return digits_ctc.dataclasses.replace(config, **changes)
 
 
 SHARDED_SCRIPT = textwrap.dedent(
