@@ -380,10 +380,35 @@ def _chunking(max_frames: int, store: bool) -> tuple[int, int]:
     return num_chunks, chunk
 
 
-def _chunk_emissions(log_probs_c: Array, states: Array) -> Array:
-    """``[C, B, S]`` log y_t(states[s]) from ``[C, B, K]`` log-probabilities."""
-    emit = jnp.take_along_axis(log_probs_c, states[None, :, :], axis=2)
+def _chunk_emissions(log_probs_c: Array, states_sb: Array) -> Array:
+    """``[C, S, B]`` log y_t(states[s]) from ``[C, K, B]`` log-probabilities."""
+    emit = jnp.take_along_axis(log_probs_c, states_sb[None, :, :], axis=1)
     return jnp.maximum(emit, jnp.asarray(NEG_INF, emit.dtype))
+
+
+def _shift_down(x: Array, k: int) -> Array:
+    """``y[s] = x[s - k]`` along the first axis, NEG_INF for ``s < k``."""
+    fill = jnp.full((k,) + x.shape[1:], NEG_INF, x.dtype)
+    return jnp.concatenate([fill, x[:-k]], axis=0)
+
+
+def _shift_up(x: Array, k: int) -> Array:
+    """``y[s] = x[s + k]`` along the first axis, NEG_INF for ``s >= S - k``."""
+    fill = jnp.full((k,) + x.shape[1:], NEG_INF, x.dtype)
+    return jnp.concatenate([x[k:], fill], axis=0)
+
+
+def _alpha_step_sb(prev: Array, emit: Array, skip: Array) -> Array:
+    """:func:`_alpha_step` on state-major ``[S, B]`` arrays."""
+    skip2 = jnp.where(skip, _shift_down(prev, 2), NEG_INF)
+    return _logsumexp3(prev, _shift_down(prev, 1), skip2) + emit
+
+
+def _beta_step_sb(nxt: Array, emit_next: Array, skip_next2: Array) -> Array:
+    """:func:`_beta_step` on state-major ``[S, B]`` arrays."""
+    b = nxt + emit_next
+    skip2 = jnp.where(skip_next2, _shift_up(b, 2), NEG_INF)
+    return _logsumexp3(b, _shift_up(b, 1), skip2)
 
 
 def _store_all(prep: _Prepared) -> bool:
@@ -394,91 +419,94 @@ def _store_all(prep: _Prepared) -> bool:
 
 
 def _chunked_inputs(prep: _Prepared, store: bool):
-    """Time-major log-probabilities padded to whole chunks, and frame indices."""
+    """Log-probabilities ``[C#, C, K, B]`` padded to whole chunks, frame indices."""
     batch, max_frames, num_classes = prep.log_probs.shape
     num_chunks, chunk = _chunking(max_frames, store)
     padded = num_chunks * chunk
-    log_probs = jnp.transpose(prep.log_probs, (1, 0, 2))  # [T, B, K]
+    log_probs = jnp.transpose(prep.log_probs, (1, 2, 0))  # [T, K, B]
     log_probs = jnp.pad(log_probs, ((0, padded - max_frames), (0, 0), (0, 0)))
-    log_probs = log_probs.reshape(num_chunks, chunk, batch, num_classes)
+    log_probs = log_probs.reshape(num_chunks, chunk, num_classes, batch)
     frames = jnp.arange(padded, dtype=jnp.int32).reshape(num_chunks, chunk)
-    return log_probs, frames  # [C#, C, B, K], [C#, C]
+    return log_probs, frames  # [C#, C, K, B], [C#, C]
 
 
 def _alpha_pass(prep: _Prepared, log_probs, frames, store: bool):
-    """α at each row's last frame ``[B, S]``, and saved α.
+    """α at each row's last frame ``[B, S]``, and saved state-major α.
 
-    The saved α is every frame's (``[C#, C, B, S]``) when ``store``, else the α
-    before each chunk (``[C#, B, S]``).
+    The saved α is every frame's (``[C#, C, S, B]``) when ``store``, else the α
+    before each chunk (``[C#, S, B]``).
     """
     batch, num_states = prep.states.shape
     dtype = log_probs.dtype
     lengths = prep.frame_lengths
+    states_sb, skip_sb = prep.states.T, prep.skip.T  # [S, B]
 
     def frame_step(alpha, xs):
         t, emit = xs
-        new = _alpha_step(alpha, emit, prep.skip)
-        alpha = jnp.where((t < lengths)[:, None], new, alpha)
+        new = _alpha_step_sb(alpha, emit, skip_sb)
+        alpha = jnp.where((t < lengths)[None, :], new, alpha)
         return alpha, alpha if store else None
 
     def chunk_step(alpha, xs):
         ts, log_probs_c = xs
-        emit = _chunk_emissions(log_probs_c, prep.states)  # [C, B, S]
+        emit = _chunk_emissions(log_probs_c, states_sb)  # [C, S, B]
         end, alphas = jax.lax.scan(frame_step, alpha, (ts, emit), unroll=_UNROLL)
         return end, alphas if store else alpha
 
-    alpha0 = _alpha_init(batch, num_states, dtype)
-    return jax.lax.scan(chunk_step, alpha0, (frames, log_probs))
+    alpha0 = _alpha_init(batch, num_states, dtype).T  # [S, B]
+    alpha_last, saved = jax.lax.scan(chunk_step, alpha0, (frames, log_probs))
+    return alpha_last.T, saved
 
 
 def _gradient_pass(prep, log_probs, frames, saved, log_p, possible, store):
-    """``[T, B, K]`` d(−log p)/d logits, chunk by chunk from the end."""
+    """``[B, T, K]`` d(−log p)/d logits, chunk by chunk from the end."""
     batch, num_states = prep.states.shape
-    num_classes = log_probs.shape[-1]
+    num_classes = log_probs.shape[2]
     dtype = log_probs.dtype
     lengths = prep.frame_lengths
+    states_sb, skip_sb = prep.states.T, prep.skip.T  # [S, B]
     skip_next2 = jnp.concatenate(
-        [prep.skip[:, 2:], jnp.zeros((batch, 2), bool)], axis=1
-    )  # [B, S]: skip[s + 2]
-    beta0 = _beta_init(prep.num_states, num_states, dtype)
+        [skip_sb[2:], jnp.zeros((2, batch), bool)], axis=0
+    )  # [S, B]: skip[s + 2]
+    beta0 = _beta_init(prep.num_states, num_states, dtype).T  # [S, B]
     state_ok = (
-        jnp.arange(num_states, dtype=jnp.int32)[None, :] < prep.num_states[:, None]
-    ) & possible[:, None]  # [B, S]
+        jnp.arange(num_states, dtype=jnp.int32)[:, None] < prep.num_states[None, :]
+    ) & possible[None, :]  # [S, B]
     one_hot = jax.nn.one_hot(prep.states, num_classes, dtype=dtype)  # [B, S, K]
 
     def alpha_step(alpha, xs):
         t, emit = xs
-        new = _alpha_step(alpha, emit, prep.skip)
-        alpha = jnp.where((t < lengths)[:, None], new, alpha)
+        new = _alpha_step_sb(alpha, emit, skip_sb)
+        alpha = jnp.where((t < lengths)[None, :], new, alpha)
         return alpha, alpha
 
     def frame_step(beta, xs):
         t, emit = xs
-        previous = _beta_step(beta, emit, skip_next2)  # β at frame t - 1
-        previous = jnp.where((t - 1 < lengths - 1)[:, None], previous, beta0)
+        previous = _beta_step_sb(beta, emit, skip_next2)  # β at frame t - 1
+        previous = jnp.where((t - 1 < lengths - 1)[None, :], previous, beta0)
         return previous, beta
 
     def chunk_step(beta, xs):
         ts, log_probs_c, alphas = xs
-        emit = _chunk_emissions(log_probs_c, prep.states)  # [C, B, S]
+        emit = _chunk_emissions(log_probs_c, states_sb)  # [C, S, B]
         if not store:  # recompute the chunk's α from its checkpoint
             _, alphas = jax.lax.scan(alpha_step, alphas, (ts, emit), unroll=_UNROLL)
         beta, betas = jax.lax.scan(
             frame_step, beta, (ts, emit), reverse=True, unroll=_UNROLL
-        )  # [C, B, S]
-        mask = state_ok[None] & (ts[:, None] < lengths[None, :])[:, :, None]
-        z = jnp.where(mask, alphas + betas - log_p[None, :, None], 0)
-        gamma = jnp.where(mask, jnp.exp(z), 0)  # [C, B, S]
+        )  # [C, S, B]
+        mask = state_ok[None] & (ts[:, None] < lengths[None, :])[:, None, :]
+        z = jnp.where(mask, alphas + betas - log_p[None, None, :], 0)
+        gamma = jnp.where(mask, jnp.exp(z), 0)  # [C, S, B]
         # The class sums of γ for the whole chunk in one matmul.
-        per_class = jnp.einsum("cbs,bsk->cbk", gamma, one_hot)  # [C, B, K]
-        total = jnp.sum(gamma, axis=2, keepdims=True)  # [C, B, 1]
+        per_class = jnp.einsum("csb,bsk->ckb", gamma, one_hot)  # [C, K, B]
+        total = jnp.sum(gamma, axis=1, keepdims=True)  # [C, 1, B]
         return beta, jnp.exp(log_probs_c) * total - per_class
 
     _, grads = jax.lax.scan(
         chunk_step, beta0, (frames, log_probs, saved), reverse=True
-    )  # [C#, C, B, K]
-    grads = grads.reshape(-1, batch, num_classes)[: prep.log_probs.shape[1]]
-    return jnp.transpose(grads, (1, 0, 2))  # [B, T, K]
+    )  # [C#, C, K, B]
+    grads = grads.reshape(-1, num_classes, batch)[: prep.log_probs.shape[1]]
+    return jnp.transpose(grads, (2, 0, 1))  # [B, T, K]
 
 
 def _loss_and_gradient(logits, logit_paddings, labels, label_paddings, blank_id):
