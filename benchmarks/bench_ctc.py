@@ -177,7 +177,13 @@ def main():
             "above 1 mean seqctc is faster. Temp memory is "
             "`jax.jit(f).lower(x).compile().memory_analysis().temp_size_in_bytes`. "
             "The last two columns compare seqctc with optax (per-row loss, "
-            "gradient).\n\n" + text + "\n\n" + machine_facts() + "\n"
+            "gradient). Both libraries are float32: against a float64 gradient "
+            "on (16, 1000, 32, 200) seqctc is off by 4.6e-4 and optax by 1.2e-3, "
+            "so the last column is mostly optax's rounding.\n\n"
+            + text
+            + "\n\n"
+            + machine_facts()
+            + "\n"
         )
         print(f"\nwrote {RESULTS}")
 
