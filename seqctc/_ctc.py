@@ -780,9 +780,11 @@ def ctc_loss(
             - \sum_{s:\, \ell'_s = k} \gamma_t(s).
 
     The gradient (the seed's derivation, in logit space) comes from a
-    ``jax.custom_vjp``: the forward pass runs α and β in one scan and keeps only
-    the ``[B, T, K]`` gradient; nothing is differentiated through the scan. It is
-    zero on padded frames. Labels and paddings get no gradient.
+    ``jax.custom_vjp``: the forward pass runs α forward and β backward (in
+    chunks, checkpointing α when it would exceed 16 MiB) and keeps only the
+    ``[B, T, K]`` gradient; nothing is differentiated through the scans. It is
+    zero on padded frames. Labels and paddings get no gradient. Not
+    forward-mode differentiable (``jax.jvp``), as for any ``custom_vjp``.
 
     Args:
         logits: ``[B, T, K]`` unnormalised logits (log-probabilities work too);
