@@ -70,26 +70,15 @@ def _compact(frame_tokens: Array, dtype: jnp.dtype) -> tuple[Array, Array, Array
     del dtype
     num_frames = frame_tokens.shape[-1]
     emit = frame_tokens >= 0
-    lead = frame_tokens.shape[:-1]
-    flat = frame_tokens.reshape((-1, num_frames))  # [R, T]
-    flat_emit = emit.reshape((-1, num_frames))
-    rows = flat.shape[0]
-    # Target slot of each emission; frames without one go out of range.
-    slot = jnp.cumsum(flat_emit, axis=-1, dtype=jnp.int32) - 1
-    slot = jnp.where(flat_emit, slot, num_frames)  # [R, T]
-    row = jnp.broadcast_to(jnp.arange(rows, dtype=jnp.int32)[:, None], slot.shape)
     frames = jnp.broadcast_to(
-        jnp.arange(num_frames, dtype=jnp.int32)[None, :], slot.shape
+        jnp.arange(num_frames, dtype=jnp.int32), frame_tokens.shape
     )
-    empty = jnp.full((rows, num_frames), -1, jnp.int32)
-    tokens = empty.at[row, slot].set(flat, mode="drop")
-    starts = empty.at[row, slot].set(frames, mode="drop")
-    lengths = jnp.sum(flat_emit, axis=-1, dtype=jnp.int32)
-    return (
-        tokens.reshape(frame_tokens.shape),
-        lengths.reshape(lead),
-        starts.reshape(frame_tokens.shape),
-    )
+    # A stable sort on "not emitted" moves the emissions to the front in order.
+    order = jnp.argsort(~emit, axis=-1, stable=True)
+    tokens = jnp.take_along_axis(frame_tokens, order, axis=-1)
+    starts = jnp.where(tokens >= 0, jnp.take_along_axis(frames, order, axis=-1), -1)
+    lengths = jnp.sum(emit, axis=-1, dtype=jnp.int32)
+    return tokens, lengths, starts
 
 
 def greedy_decode(
@@ -144,15 +133,18 @@ def greedy_decode(
         :func:`beam_decode` for the most probable label sequence.
     """
     logits, logit_paddings = _check_inputs(logits, logit_paddings, blank_id)
-    log_probs = _log_probs(logits, logit_paddings, blank_id)  # [B, T, K]
+    dtype = compute_dtype(logits)
     valid = logit_paddings == 0  # [B, T]
-    best = jnp.argmax(log_probs, axis=-1).astype(jnp.int32)  # [B, T]
-    best_lp = jnp.take_along_axis(log_probs, best[:, :, None], axis=-1)[:, :, 0]
-    scores = jnp.sum(jnp.where(valid, best_lp, jnp.zeros((), best_lp.dtype)), axis=-1)
+    logits = jnp.where(valid[:, :, None], logits.astype(dtype), jnp.zeros((), dtype))
+    # argmax and the best log probability need no full log_softmax.
+    best = jnp.argmax(logits, axis=-1).astype(jnp.int32)  # [B, T]
+    best_logit = jnp.take_along_axis(logits, best[:, :, None], axis=-1)[:, :, 0]
+    best_lp = best_logit - jax.nn.logsumexp(logits, axis=-1)
+    scores = jnp.sum(jnp.where(valid, best_lp, jnp.zeros((), dtype)), axis=-1)
     previous = jnp.pad(best[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
     emit = valid & (best != blank_id) & (best != previous)
     frame_tokens = jnp.where(emit, best, -1)
-    tokens, lengths, starts = _compact(frame_tokens, log_probs.dtype)
+    tokens, lengths, starts = _compact(frame_tokens, dtype)
     return Decoded(tokens=tokens, lengths=lengths, scores=scores, starts=starts)
 
 
