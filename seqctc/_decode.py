@@ -508,6 +508,9 @@ def beam_decode(
 
     ``starts`` follow the most probable single path among those merged into a
     prefix (a Viterbi back-pointer kept next to the sums), so they increase.
+    ``beam_width=1`` keeps the prefix of highest total probability, which equals
+    greedy decoding on peaked outputs but not always (a blank and a repeat of the
+    last token can together outweigh the frame's most probable class).
 
     **Shallow fusion.** With a language model ``lm`` (see
     :class:`seqctc.LanguageModel`, e.g. :class:`seqctc.CharNGramLM`),
