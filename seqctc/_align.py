@@ -10,7 +10,12 @@ from jax import lax
 
 from seqctc._ctc import extend_with_blanks
 from seqctc._types import NEG_INF, Array, ArrayLike
-from seqctc._utils import check_blank_id, check_rank, check_same_dim, compute_dtype
+from seqctc._utils import (
+    check_rank,
+    check_same_dim,
+    check_sequence_args,
+    compute_dtype,
+)
 
 # Emissions are floored here, far above ``NEG_INF``: a path through a log(0)
 # emission (a ``-inf`` logit) then still beats every structurally unreachable
@@ -53,22 +58,6 @@ class TokenSpans(NamedTuple):
     starts: Array
     ends: Array
     scores: Array
-
-
-def _check_align_args(logits, logit_paddings, labels, label_paddings, blank_id):
-    check_rank(logits, 3, "logits")
-    check_rank(logit_paddings, 2, "logit_paddings")
-    check_rank(labels, 2, "labels")
-    check_rank(label_paddings, 2, "label_paddings")
-    check_same_dim(logits, 0, "logits", logit_paddings, 0, "logit_paddings")
-    check_same_dim(logits, 1, "logits", logit_paddings, 1, "logit_paddings")
-    check_same_dim(logits, 0, "logits", labels, 0, "labels")
-    check_same_dim(labels, 0, "labels", label_paddings, 0, "label_paddings")
-    check_same_dim(labels, 1, "labels", label_paddings, 1, "label_paddings")
-    if blank_id is not None:
-        check_blank_id(blank_id, logits.shape[-1])
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise ValueError(f"`labels` must be integers, got dtype {labels.dtype}.")
 
 
 def viterbi_align(
@@ -167,7 +156,7 @@ def viterbi_align(
     logit_paddings = jnp.asarray(logit_paddings)
     labels = jnp.asarray(labels)
     label_paddings = jnp.asarray(label_paddings)
-    _check_align_args(logits, logit_paddings, labels, label_paddings, blank_id)
+    check_sequence_args(logits, logit_paddings, labels, label_paddings, blank_id)
     batch, num_frames, num_classes = logits.shape
     max_labels = labels.shape[1]
 

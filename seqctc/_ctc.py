@@ -12,9 +12,9 @@ import numpy as np
 
 from seqctc._types import NEG_INF, Array, ArrayLike
 from seqctc._utils import (
-    check_blank_id,
     check_rank,
     check_same_dim,
+    check_sequence_args,
     compute_dtype,
     paddings_to_lengths,
 )
@@ -109,19 +109,6 @@ def extend_with_blanks(
 # Static checks and shared preparation.
 
 
-def _check_static(logits, logit_paddings, labels, label_paddings, blank_id) -> None:
-    check_rank(logits, 3, "logits")
-    check_rank(logit_paddings, 2, "logit_paddings")
-    check_rank(labels, 2, "labels")
-    check_rank(label_paddings, 2, "label_paddings")
-    check_same_dim(logits, 0, "logits", logit_paddings, 0, "logit_paddings")
-    check_same_dim(logits, 1, "logits", logit_paddings, 1, "logit_paddings")
-    check_same_dim(logits, 0, "logits", labels, 0, "labels")
-    check_same_dim(labels, 0, "labels", label_paddings, 0, "label_paddings")
-    check_same_dim(labels, 1, "labels", label_paddings, 1, "label_paddings")
-    check_blank_id(blank_id, np.shape(logits)[2])
-
-
 class _Prepared(NamedTuple):
     """Everything the recursions need, derived from the public arguments."""
 
@@ -141,7 +128,7 @@ def _prepare(logits, logit_paddings, labels, label_paddings, blank_id) -> _Prepa
     logit_paddings = jnp.asarray(logit_paddings)
     labels = jnp.asarray(labels)
     label_paddings = jnp.asarray(label_paddings)
-    _check_static(logits, logit_paddings, labels, label_paddings, blank_id)
+    check_sequence_args(logits, logit_paddings, labels, label_paddings, blank_id)
     batch, max_frames, num_classes = logits.shape
     max_labels = labels.shape[1]
     dtype = compute_dtype(logits)
@@ -894,7 +881,7 @@ def check_inputs(
     logit_paddings = np.asarray(logit_paddings)
     labels = np.asarray(labels)
     label_paddings = np.asarray(label_paddings)
-    _check_static(logits, logit_paddings, labels, label_paddings, blank_id)
+    check_sequence_args(logits, logit_paddings, labels, label_paddings, blank_id)
     num_classes = logits.shape[2]
     frame_lengths = np.sum(logit_paddings == 0, axis=1)
     num_labels = np.sum(label_paddings == 0, axis=1)

@@ -99,3 +99,32 @@ def compute_dtype(x: Array) -> jnp.dtype:
     if jnp.issubdtype(x.dtype, jnp.floating):
         return x.dtype
     return jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.float64))
+
+
+def check_sequence_args(
+    logits: ArrayLike,
+    logit_paddings: ArrayLike,
+    labels: ArrayLike,
+    label_paddings: ArrayLike,
+    blank_id: int | None,
+) -> None:
+    """Static checks shared by every function of (logits, labels) pairs.
+
+    Raises ``ValueError`` naming the argument on a wrong rank, mismatched batch
+    or length dimensions, non-integer labels, or a ``blank_id`` outside
+    ``[0, K)`` (``None`` is accepted where a graph has no blank).
+    """
+    check_rank(logits, 3, "logits")
+    check_rank(logit_paddings, 2, "logit_paddings")
+    check_rank(labels, 2, "labels")
+    check_rank(label_paddings, 2, "label_paddings")
+    check_same_dim(logits, 0, "logits", logit_paddings, 0, "logit_paddings")
+    check_same_dim(logits, 1, "logits", logit_paddings, 1, "logit_paddings")
+    check_same_dim(logits, 0, "logits", labels, 0, "labels")
+    check_same_dim(labels, 0, "labels", label_paddings, 0, "label_paddings")
+    check_same_dim(labels, 1, "labels", label_paddings, 1, "label_paddings")
+    if blank_id is not None:
+        check_blank_id(blank_id, np.shape(logits)[2])
+    labels_dtype = jnp.result_type(labels)
+    if not jnp.issubdtype(labels_dtype, jnp.integer):
+        raise ValueError(f"`labels` must be integers, got dtype {labels_dtype}.")
