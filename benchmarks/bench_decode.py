@@ -274,7 +274,7 @@ def bench_case(case, repeats):
     }
     # keras saw only the first KERAS_MAX_FRAMES frames: compare on those.
     kf = case.keras_frames
-    k_lengths = np.minimum(case.lengths, kf)
+    k_lengths = np.minimum(case.lengths[: case.keras_utts], kf)
     ours_capped = case.ours(
         case.keras_logits, seqctc.lengths_to_paddings(k_lengths, kf)
     )
@@ -282,7 +282,7 @@ def bench_case(case, repeats):
         case,
         token_lists(ours_capped.tokens[:, 0], ours_capped.lengths[:, 0]),
         keras_lists(case.outputs["keras"]),
-        logits=case.logits[:, :kf],
+        logits=case.logits[: case.keras_utts, :kf],
         lengths=k_lengths,
     )
     greedy = case.outputs["ours_greedy"]
