@@ -26,7 +26,7 @@ ours is at least as likely, scoring both with ``seqctc.ctc_loss`` (the exact
 Inputs: random-but-peaky logits (a Gaussian background plus a spike of random
 height on a blank-heavy random class sequence, like a trained model) for
 ``(B, T, K) = (32, 200, 32)`` and ``(8, 1000, 64)``, and the real handwriting
-logits of ``/work/shared/data/ctcdecoder-samples`` (2 utterances, T = 100 and
+logits of ``tests/data/ctcdecoder-samples`` (2 utterances, T = 100 and
 32, K = 80, blank = 79).
 
 Usage::
@@ -59,7 +59,7 @@ import seqctc  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "_results" / "bench_decode.md"
-DATA = Path("/work/shared/data/ctcdecoder-samples")
+DATA = ROOT / "tests" / "data" / "ctcdecoder-samples"
 WIDTH = 16
 KERAS_MAX_FRAMES = 50
 KERAS_MAX_UTTS = 4

@@ -20,7 +20,7 @@ from absl.testing import parameterized
 
 import seqctc
 
-_DATA = pathlib.Path("/work/shared/data/ctcdecoder-samples")
+_DATA = pathlib.Path(__file__).parent / "data" / "ctcdecoder-samples"
 
 # One jitted decoder shared by the tests: equal shapes and static arguments reuse
 # one compilation (each compilation of the search costs seconds).

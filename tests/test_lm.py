@@ -7,6 +7,7 @@ fused score written out here, and a naive hotword count.
 
 import functools
 import itertools
+import pathlib
 from collections import Counter, defaultdict
 from typing import NamedTuple
 
@@ -287,7 +288,10 @@ class FusionTest(parameterized.TestCase):
 
     def test_hotword_brings_a_hypothesis_up(self):
         raw = np.loadtxt(
-            "/work/shared/data/ctcdecoder-samples/harald_word_rnnOutput.csv",
+            pathlib.Path(__file__).parent
+            / "data"
+            / "ctcdecoder-samples"
+            / "harald_word_rnnOutput.csv",
             delimiter=";",
             usecols=range(80),
         ).astype(np.float32)[None]
