@@ -185,6 +185,17 @@ def sequence_weights(logit_paddings: ArrayLike, *, schedule: str = "uniform") ->
     return jnp.where(valid, weights.astype(dtype), 0)
 
 
+def _frame_weights(weights, logits, valid, dtype) -> Array:
+    """``[B, T]`` per-frame weights, zero on padded frames; ``None`` = 1 on valid."""
+    if weights is None:
+        return valid.astype(dtype)
+    weights = jnp.asarray(weights)
+    check_rank(weights, 2, "weights")
+    check_same_dim(logits, 0, "logits", weights, 0, "weights")
+    check_same_dim(logits, 1, "logits", weights, 1, "weights")
+    return jnp.where(valid, weights.astype(dtype), 0)
+
+
 def weighted_sequence_loss(
     logits: ArrayLike,
     logit_paddings: ArrayLike,
@@ -245,14 +256,7 @@ def weighted_sequence_loss(
     valid = logit_paddings == 0  # [B, T]
     log_probs = _log_probs(logits, valid)  # [B, T, K]
     dtype = log_probs.dtype
-    if weights is None:
-        weights = valid.astype(dtype)
-    else:
-        weights = jnp.asarray(weights)
-        check_rank(weights, 2, "weights")
-        check_same_dim(logits, 0, "logits", weights, 0, "weights")
-        check_same_dim(logits, 1, "logits", weights, 1, "weights")
-        weights = jnp.where(valid, weights.astype(dtype), 0)
+    weights = _frame_weights(weights, logits, valid, dtype)  # [B, T]
     safe = jnp.clip(label, 0, num_classes - 1).astype(jnp.int32)  # [B]
     index = jnp.broadcast_to(safe[:, None, None], (*valid.shape, 1))
     nll = -jnp.take_along_axis(log_probs, index, axis=2)[:, :, 0]  # [B, T]
@@ -304,14 +308,7 @@ def weighted_vote(
     num_classes = logits.shape[-1]
     valid = logit_paddings == 0  # [B, T]
     dtype = compute_dtype(logits)
-    if weights is None:
-        weights = valid.astype(dtype)
-    else:
-        weights = jnp.asarray(weights)
-        check_rank(weights, 2, "weights")
-        check_same_dim(logits, 0, "logits", weights, 0, "weights")
-        check_same_dim(logits, 1, "logits", weights, 1, "weights")
-        weights = jnp.where(valid, weights.astype(dtype), 0)
+    weights = _frame_weights(weights, logits, valid, dtype)  # [B, T]
     best = jnp.argmax(jnp.where(valid[:, :, None], logits, 0), axis=-1)  # [B, T]
     one_hot = best[:, :, None] == jnp.arange(num_classes)[None, None, :]
     votes = jnp.sum(jnp.where(one_hot, weights[:, :, None], 0), axis=1)  # [B, K]
