@@ -21,6 +21,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from absl.testing import parameterized  # noqa: E402
 from jax.test_util import check_grads  # noqa: E402
+from oracles import paddings as _paddings  # noqa: E402
 
 import seqctc  # noqa: E402
 from seqctc import _ctc  # noqa: E402
@@ -30,11 +31,6 @@ torch.set_num_threads(1)
 
 # --------------------------------------------------------------------------
 # Helpers and oracles.
-
-
-def _paddings(lengths, max_len):
-    lengths = np.asarray(lengths)
-    return (np.arange(max_len)[None, :] >= lengths[:, None]).astype(np.float32)
 
 
 def _softmax(x):

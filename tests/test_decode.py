@@ -17,6 +17,9 @@ import numpy as np
 import optax
 import pytest
 from absl.testing import parameterized
+from oracles import collapse as _collapse
+from oracles import log_softmax as _log_softmax
+from oracles import paddings as _paddings
 
 import seqctc
 
@@ -34,17 +37,6 @@ _beam = jax.jit(
 # Oracles.
 
 
-def _log_softmax(x):
-    x = np.asarray(x, np.float64)
-    m = np.max(x, axis=-1, keepdims=True)
-    return x - m - np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True))
-
-
-def _paddings(lengths, max_len):
-    lengths = np.asarray(lengths)
-    return (np.arange(max_len)[None, :] >= lengths[:, None]).astype(np.float32)
-
-
 def _greedy_reference(logits, lengths, blank):
     """Argmax per frame, collapse repeats, drop blanks: a plain loop."""
     out = []
@@ -60,15 +52,6 @@ def _greedy_reference(logits, lengths, blank):
             prev = k
         out.append((tokens, starts, score))
     return out
-
-
-def _collapse(path, blank):
-    out, prev = [], -1
-    for k in path:
-        if k != blank and k != prev:
-            out.append(k)
-        prev = k
-    return tuple(out)
 
 
 def _exhaustive(log_probs, blank):

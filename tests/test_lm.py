@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from absl.testing import absltest, parameterized
+from oracles import collapse as _collapse
+from oracles import log_softmax as _log_softmax
 
 import seqctc
 
@@ -25,21 +27,6 @@ _beam = jax.jit(
     seqctc.beam_decode,
     static_argnames=("beam_width", "top_k", "blank_id", "hotwords"),
 )
-
-
-def _log_softmax(x):
-    x = np.asarray(x, np.float64)
-    m = np.max(x, axis=-1, keepdims=True)
-    return x - m - np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True))
-
-
-def _collapse(path, blank):
-    out, prev = [], -1
-    for k in path:
-        if k != blank and k != prev:
-            out.append(k)
-        prev = k
-    return tuple(out)
 
 
 def _ctc_table(log_probs, blank):

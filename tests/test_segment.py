@@ -9,6 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl.testing import parameterized
+from oracles import collapse as _collapse
+from oracles import log_softmax as _log_softmax
+from oracles import paddings as _paddings
 
 import seqctc
 
@@ -18,27 +21,6 @@ B, T, K, N = 4, 5, 4, 3  # one shape for (almost) everything: each shape recompi
 _framewise = jax.jit(seqctc.framewise_loss)
 _viterbi_loss = jax.jit(seqctc.viterbi_loss, static_argnames="blank_id")
 _optax_ctc = jax.jit(optax.ctc_loss)
-
-
-def _log_softmax(x):
-    x = np.asarray(x, np.float64)
-    m = np.max(x, axis=-1, keepdims=True)
-    return x - m - np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True))
-
-
-def _paddings(lengths, width):
-    return (np.arange(width)[None, :] >= np.asarray(lengths)[:, None]).astype(
-        np.float32
-    )
-
-
-def _collapse(path, blank):
-    out, prev = [], None
-    for c in path:
-        if c != prev and c != blank:
-            out.append(int(c))
-        prev = c
-    return out
 
 
 def _all_paths(num_frames, labels, blank):
@@ -59,7 +41,7 @@ def _all_paths(num_frames, labels, blank):
     return [
         p
         for p in itertools.product(range(K), repeat=num_frames)
-        if _collapse(p, blank) == list(labels)
+        if _collapse(p, blank) == tuple(labels)
     ]
 
 
