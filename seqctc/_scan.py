@@ -17,9 +17,6 @@ from seqctc._cells import (
     _gru_combine,
     _gru_gates_hp,
     _gru_preact_grads_split,
-    _gru_project,
-    _rnn_preact_grad,
-    _rnn_project,
     gru_step,
     rnn_step,
 )
@@ -28,152 +25,207 @@ from seqctc._utils import check_rank, check_same_dim, compute_dtype
 
 StepFn = Callable[[Any, Array, Array], Array]
 
-# How ``scan_rnn`` runs the two built-in cells, chosen with
-# ``benchmarks/bench_rnn.py`` on XLA:CPU:
-#   "loop":   input projection inside the loop body, JAX autodiff (fastest);
-#   "hoisted": input projection as one matmul over all frames before the loop,
-#              JAX autodiff;
-#   "hand":   hoisted, and differentiated through the hand backward (a
-#              ``custom_vjp``; weight gradients one matmul over all frames).
-# Hoisting makes [T, B, 3H] intermediates whose passes (split, transposes,
-# thin matmuls) cost more on CPU than the per-step input matmul they save.
-_STRATEGY = "loop"
+# How ``scan_rnn`` runs the GRU, chosen with ``benchmarks/bench_rnn.py`` on
+# XLA:CPU (the Elman cell always runs "loop"):
+#   "fused": batch-major loop with the input projection inside, differentiated
+#            by a ``jax.custom_vjp`` whose backward loop only carries dL/dh and
+#            writes the gate gradients over the saved gates; the weight and
+#            input gradients are then one matmul over all frames (fastest);
+#   "loop":  time-major ``lax.scan`` with the input projection inside, JAX
+#            autodiff.
+# What decides on XLA:CPU is memory more than arithmetic: autodiff saves about
+# nine [T, B, H] arrays per layer (several of them copies of the same gate),
+# the fused backward saves five and reuses them for its own results. XLA
+# allocates its temporaries as one block per call, and a block over glibc's
+# 32 MiB mmap threshold is mapped afresh and page-faulted on every call.
+# Hoisting the input projection out of the loop (one matmul over all frames)
+# was measured too: the [T, B, 3H] array it makes costs more than it saves.
+_STRATEGY = "fused"
 
 
 # ----------------------------------------------------------------------------
-# Recurrent cores: time-major, input projection already applied.
-#
-# Each core maps (w_hh, b_hh, xs [T, B, G], valid [T, B, 1] bool, h0 [B, H])
-# to (hs [T, B, H], h_last [B, H]), where hs[t] is the state after frame t
-# (frozen on padded frames, not zeroed).
+# Recurrent cores, time-major, differentiated by JAX: each maps (params,
+# xs [T, B, D], valid [T, B, 1] bool, h0 [B, H]) to (hs [T, B, H], h_last
+# [B, H]), where hs[t] is the state after frame t (frozen on padded frames,
+# not zeroed).
 
 
-def _shifted_prev(hs: Array, h0: Array, reverse: bool) -> Array:
-    """The state before each frame: ``[T, B, H]``."""
-    if reverse:
-        return jnp.concatenate([hs[1:], h0[None]], axis=0)
-    return jnp.concatenate([h0[None], hs[:-1]], axis=0)
-
-
-def _loop_weight(w_hh: Array) -> Array:
-    """``W_hh^T`` as a real ``[H, G H]`` array for ``h @ W`` inside the loop.
+def _loop_weight(w: Array) -> Array:
+    """``W^T`` as a real ``[in, out]`` array for ``h @ W`` inside the loop.
 
     XLA would otherwise fold the transpose into each step's matmul, and the
     transposed-operand matmul is slower on XLA:CPU.
     """
-    return lax.optimization_barrier(w_hh.T)
+    return lax.optimization_barrier(w.T)
 
 
-def _rnn_core_plain(w_hh, b_hh, xs, valid, h0, reverse):
-    w_t = _loop_weight(w_hh)  # [H, H]
-    b = b_hh[None, :]
+def _rnn_core_loop(params, xs, valid, h0, reverse):
+    """Time-major scan with the input projection in the loop body."""
+    w_i = _loop_weight(params.w_ih)  # [D, H]
+    w_h = _loop_weight(params.w_hh)  # [H, H]
+    b = (params.b_ih + params.b_hh)[None, :]  # [1, H]
 
     def body(h, inp):
-        xp, m = inp  # [B, H], [B, 1]
-        h_new = jnp.where(m, jnp.tanh(xp + h @ w_t + b), h)
+        x, m = inp  # [B, D], [B, 1]
+        h_new = jnp.where(m, jnp.tanh(x @ w_i + h @ w_h + b), h)
         return h_new, h_new
 
     h_last, hs = lax.scan(body, h0, (xs, valid), reverse=reverse)
     return hs, h_last
 
 
-def _gru_core_plain(w_hh, b_hh, xs, valid, h0, reverse):
-    w_t = _loop_weight(w_hh)  # [H, 3H]
-    b = b_hh[None, :]
+def _gru_core_loop(params, xs, valid, h0, reverse):
+    """Time-major scan with the input projection in the loop body."""
+    w_i = _loop_weight(params.w_ih)  # [D, 3H]
+    w_h = _loop_weight(params.w_hh)  # [H, 3H]
+    b_i = params.b_ih[None, :]  # [1, 3H]
+    b_h = params.b_hh[None, :]  # [1, 3H]
 
     def body(h, inp):
-        xr, xz, xn, m = inp  # [B, H] x 3, [B, 1]
-        _, z, n, _ = _gru_gates_hp(h @ w_t + b, xr, xz, xn)
+        x, m = inp  # [B, D], [B, 1]
+        xr, xz, xn = jnp.split(x @ w_i + b_i, 3, axis=-1)
+        _, z, n, _ = _gru_gates_hp(h @ w_h + b_h, xr, xz, xn)
         h_new = jnp.where(m, _gru_combine(h, z, n), h)
         return h_new, h_new
 
-    h_last, hs = lax.scan(body, h0, (*xs, valid), reverse=reverse)
+    h_last, hs = lax.scan(body, h0, (xs, valid), reverse=reverse)
     return hs, h_last
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _rnn_core_hand(w_hh, b_hh, xs, valid, h0, reverse):
-    return _rnn_core_plain(w_hh, b_hh, xs, valid, h0, reverse)
+# ----------------------------------------------------------------------------
+# The fused GRU core: batch-major throughout (no transposes of the inputs,
+# outputs or saved gates), with a hand backward.
 
 
-def _rnn_core_hand_fwd(w_hh, b_hh, xs, valid, h0, reverse):
-    hs, h_last = _rnn_core_plain(w_hh, b_hh, xs, valid, h0, reverse)
-    return (hs, h_last), (w_hh, hs, valid, h0)
+def _at(a: Array, t: Array) -> Array:
+    """Frame ``t`` of a batch-major ``[B, T, ...]`` array: ``[B, ...]``."""
+    return lax.dynamic_index_in_dim(a, t, axis=1, keepdims=False)
 
 
-def _rnn_core_hand_bwd(reverse, res, cotangents):
-    w_hh, hs, valid, h0 = res
-    dhs, dh_last = cotangents  # [T, B, H], [B, H]
-
-    def body(g, inp):
-        dh_out, h_new, m = inp
-        g = g + dh_out  # dL/dh' at this frame
-        delta = jnp.where(m, _rnn_preact_grad(h_new, g), 0)  # [B, H]
-        g_prev = jnp.where(m, delta @ w_hh, g)
-        return g_prev, delta
-
-    # The backward runs against the forward's direction.
-    dh0, deltas = lax.scan(body, dh_last, (dhs, hs, valid), reverse=not reverse)
-    h_prev = _shifted_prev(hs, h0, reverse)  # [T, B, H]
-    dw_hh = jnp.einsum("tbg,tbh->gh", deltas, h_prev)
-    db_hh = jnp.sum(deltas, axis=(0, 1))
-    return dw_hh, db_hh, deltas, None, dh0
+def _put(a: Array, t: Array, v: Array) -> Array:
+    """``a`` with frame ``t`` replaced by ``v [B, ...]``."""
+    return lax.dynamic_update_index_in_dim(a, v, t, axis=1)
 
 
-_rnn_core_hand.defvjp(_rnn_core_hand_fwd, _rnn_core_hand_bwd)
+def _frame(i, frames: int, reverse: bool):
+    """The frame that the forward loop processes at step ``i``."""
+    return frames - 1 - i if reverse else i
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _gru_core_hand(w_hh, b_hh, xs, valid, h0, reverse):
-    return _gru_core_plain(w_hh, b_hh, xs, valid, h0, reverse)
+def _gru_fused_forward(params, x, valid, h0, reverse, save):
+    """The forward loop; with ``save`` it also keeps what the backward needs.
+
+    Returns ``(outputs [B, T, H], h_last [B, H], saved)`` with ``saved`` the
+    state before each frame ``[B, T, H]``, the gates ``r, z`` and ``hn = h
+    W_hn^T + b_hn`` as ``[B, T, 3H]``, and the candidate ``n`` ``[B, T, H]``
+    (empty without ``save``).
+    """
+    batch, frames, _ = x.shape
+    hidden = h0.shape[-1]
+    w_i = _loop_weight(params.w_ih)  # [D, 3H]
+    w_h = _loop_weight(params.w_hh)  # [H, 3H]
+    b_i = params.b_ih[None, :]  # [1, 3H]
+    b_h = params.b_hh[None, :]  # [1, 3H]
+    outputs = jnp.zeros((batch, frames, hidden), x.dtype)
+    saved = ()
+    if save:
+        saved = (
+            jnp.zeros((batch, frames, hidden), x.dtype),  # h before the frame
+            jnp.zeros((batch, frames, 3 * hidden), x.dtype),  # r, z, hn
+            jnp.zeros((batch, frames, hidden), x.dtype),  # n
+        )
+
+    def body(i, carry):
+        h, outputs, saved = carry
+        t = _frame(i, frames, reverse)
+        m = _at(valid, t)  # [B, 1]
+        xr, xz, xn = jnp.split(_at(x, t) @ w_i + b_i, 3, axis=-1)  # 3 x [B, H]
+        r, z, n, hn = _gru_gates_hp(h @ w_h + b_h, xr, xz, xn)
+        h_new = _gru_combine(h, z, n)  # [B, H]
+        outputs = _put(outputs, t, jnp.where(m, h_new, 0))
+        if save:
+            h_prev, rzh, n_all = saved
+            saved = (
+                _put(h_prev, t, h),
+                _put(rzh, t, jnp.concatenate([r, z, hn], axis=-1)),
+                _put(n_all, t, n),
+            )
+        return jnp.where(m, h_new, h), outputs, saved
+
+    h_last, outputs, saved = lax.fori_loop(0, frames, body, (h0, outputs, saved))
+    return outputs, h_last, saved
 
 
-def _gru_core_hand_fwd(w_hh, b_hh, xs, valid, h0, reverse):
-    w_t = _loop_weight(w_hh)  # [H, 3H]
-    b = b_hh[None, :]
-
-    def body(h, inp):
-        xr, xz, xn, m = inp  # [B, H] x 3, [B, 1]
-        hp = h @ w_t + b  # [B, 3H]
-        _, z, n, _ = _gru_gates_hp(hp, xr, xz, xn)
-        h_new = jnp.where(m, _gru_combine(h, z, n), h)
-        return h_new, (h_new, hp)
-
-    h_last, (hs, hps) = lax.scan(body, h0, (*xs, valid), reverse=reverse)
-    return (hs, h_last), (w_hh, xs, hs, hps, valid, h0)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _gru_core_fused(params, x, valid, h0, reverse):
+    """Batch-major GRU scan: ``x [B, T, D]``, ``valid [B, T, 1]`` bool, ``h0 [B, H]``
+    to ``(outputs [B, T, H] zero on padded frames, h_last [B, H])``."""
+    outputs, h_last, _ = _gru_fused_forward(params, x, valid, h0, reverse, False)
+    return outputs, h_last
 
 
-def _gru_core_hand_bwd(reverse, res, cotangents):
-    # XLA:CPU pays per operation inside a loop, so the loop carries only what
-    # is sequential (dL/dh) and emits one array; the gates and the weight
-    # gradients are computed batched over all frames before and after it.
-    w_hh, xs, hs, hps, valid, h0 = res
-    dhs, dh_last = cotangents
-    h_prev = _shifted_prev(hs, h0, reverse)  # [T, B, H]
-    gates = _gru_gates_hp(hps, *xs)  # (r, z, n, hn), 4 x [T, B, H]
+def _gru_core_fused_fwd(params, x, valid, h0, reverse):
+    outputs, h_last, saved = _gru_fused_forward(params, x, valid, h0, reverse, True)
+    return (outputs, h_last), (params, x, valid, saved)
 
-    def body(g, inp):
-        dh_out, h, r, z, n, hn, m = inp
-        g = g + dh_out  # dL/dh' at this frame, [B, H]
-        da_r, da_z, _, dhn, dh_direct = _gru_preact_grads_split(g, h, r, z, n, hn)
+
+def _gru_core_fused_bwd(reverse, res, cotangents):
+    params, x, valid, (h_prev, rzh, n_all) = res
+    d_outputs, dh_last = cotangents  # [B, T, H], [B, H]
+    batch, frames, hidden = h_prev.shape
+
+    def frame(i):  # the backward visits the frames in the opposite order
+        return _frame(frames - 1 - i, frames, reverse)
+
+    def read(t, rzh, n_all):
+        return (
+            _at(valid, t),
+            _at(h_prev, t),
+            _at(rzh, t),
+            _at(n_all, t),
+            _at(d_outputs, t),
+        )
+
+    def body(i, carry):
+        g, rzh, n_all, (m, h, p, n, dy) = carry
+        t = frame(i)
+        r, z, hn = jnp.split(p, 3, axis=-1)
+        g_new = jnp.where(m, g + dy, 0)  # dL/dh' at this frame, [B, H]
+        da_r, da_z, da_n, dhn, dh_direct = _gru_preact_grads_split(
+            g_new, h, r, z, n, hn
+        )
         dhp = jnp.concatenate([da_r, da_z, dhn], axis=-1)  # [B, 3H]
-        g_prev = jnp.where(m, dh_direct + dhp @ w_hh, g)
-        return g_prev, g
+        g = jnp.where(m, dh_direct + dhp @ params.w_hh, g)  # dL/dh, [B, H]
+        # The gate gradients overwrite this frame's saved gates. The next
+        # frame is read from the updated buffers, after the write, so that
+        # XLA can update them in place instead of copying them every step.
+        rzh = _put(rzh, t, dhp)
+        n_all = _put(n_all, t, da_n)
+        nxt = read(frame(jnp.minimum(i + 1, frames - 1)), rzh, n_all)
+        return g, rzh, n_all, nxt
 
-    dh0, g = lax.scan(
-        body, dh_last, (dhs, h_prev, *gates, valid), reverse=not reverse
-    )  # g: [T, B, H]
-    g = jnp.where(valid, g, 0)
-    da_r, da_z, da_n, dhn, _ = _gru_preact_grads_split(g, h_prev, *gates)
-    dhp = (da_r, da_z, dhn)  # gradients w.r.t. the three blocks of hp
-    dw_hh = jnp.concatenate(
-        [jnp.einsum("tbg,tbh->gh", d, h_prev) for d in dhp], axis=0
-    )  # [3H, H]
-    db_hh = jnp.concatenate([jnp.sum(d, axis=(0, 1)) for d in dhp])  # [3H]
-    return dw_hh, db_hh, (da_r, da_z, da_n), None, dh0
+    init = (dh_last, rzh, n_all, read(frame(0), rzh, n_all))
+    dh0, dhp, da_n, _ = lax.fori_loop(0, frames, body, init)
+    # Gradients w.r.t. the hidden projection, (da_r, da_z, dhn), and the n
+    # block of the input projection, da_n, for every frame (zero on padded
+    # ones); the weight and input gradients are one matmul each over all
+    # B * T rows (contracting the long axis with the thin operand first).
+    rows = batch * frames
+    dhp = dhp.reshape(rows, 3 * hidden)
+    da_n = da_n.reshape(rows, hidden)
+    x2 = x.reshape(rows, x.shape[-1])  # [B T, D]
+    dw_hh = (h_prev.reshape(rows, hidden).T @ dhp).T  # [3H, H]
+    db_hh = jnp.sum(dhp, axis=0)  # [3H]
+    x_dhp = x2.T @ dhp  # [D, 3H]; its n block is not needed
+    dw_ih = jnp.concatenate([x_dhp[:, : 2 * hidden], x2.T @ da_n], axis=1).T
+    db_ih = jnp.concatenate([db_hh[: 2 * hidden], jnp.sum(da_n, axis=0)])
+    w_rz = params.w_ih.at[2 * hidden :].set(0)  # [3H, D], the n rows zeroed
+    dx = dhp @ w_rz + da_n @ params.w_ih[2 * hidden :]  # [B T, D]
+    dparams = GRUParams(dw_ih, dw_hh, db_ih, db_hh)
+    return dparams, dx.reshape(x.shape), None, dh0
 
 
-_gru_core_hand.defvjp(_gru_core_hand_fwd, _gru_core_hand_bwd)
+_gru_core_fused.defvjp(_gru_core_fused_fwd, _gru_core_fused_bwd)
 
 
 # ----------------------------------------------------------------------------
@@ -229,11 +281,9 @@ def _gru_core_loop(params, xs, valid, h0, reverse):
 
 def _known_cell(step_fn):
     if step_fn is rnn_step:
-        cores = (_rnn_core_loop, _rnn_core_plain, _rnn_core_hand)
-        return RNNParams, 1, _rnn_project, cores
+        return RNNParams, 1, _rnn_core_loop
     if step_fn is gru_step:
-        cores = (_gru_core_loop, _gru_core_plain, _gru_core_hand)
-        return GRUParams, 3, _gru_project, cores
+        return GRUParams, 3, _gru_core_loop
     return None
 
 
@@ -264,16 +314,18 @@ def scan_rnn(
 
     The two built-in cells (:func:`rnn_step`, :func:`gru_step`) are recognised
     and run on a fast path: weights transposed once outside the loop and one
-    fused update per frame, differentiated by JAX. ``benchmarks/bench_rnn.py``
-    also measures two alternatives kept in this module: hoisting the input
-    projection :math:`x W_{ih}^\top + b_{ih}` out of the loop as one matmul
-    over all frames, and, on top of that, differentiating through the hand
-    backward of :func:`gru_step_backward` as a ``jax.custom_vjp`` (a reverse
-    scan that carries only :math:`\partial L / \partial h`, with the weight
-    gradients as one matmul over all frames). On XLA:CPU both were slower: the
-    ``[T, B, 3H]`` intermediates they create cost more memory traffic than the
-    per-frame matmul they save (see ``docs/_results/bench_rnn.md``). Any other
-    ``step_fn(params, h, x) -> h_new`` is scanned as is.
+    fused update per frame. :func:`rnn_step` is differentiated by JAX.
+    :func:`gru_step` runs batch-major (no transposes of the inputs or outputs)
+    and is differentiated through the hand backward of
+    :func:`gru_step_backward` as a ``jax.custom_vjp``: the backward loop
+    carries only :math:`\partial L / \partial h` and overwrites the saved
+    gates with their gradients, and the weight and input gradients are one
+    matmul each over all frames. It saves five ``[B, T, H]`` arrays where JAX
+    autodiff saves about nine, and on XLA:CPU that memory, more than the
+    arithmetic, decides the speed (see ``docs/_results/bench_rnn.md``; the
+    autodiff scan is kept as an alternative there). Forward-mode
+    differentiation (``jax.jvp``) of the built-in GRU is therefore not
+    supported. Any other ``step_fn(params, h, x) -> h_new`` is scanned as is.
 
     Args:
         step_fn: a cell step ``step_fn(params, h[B, H], x[B, D]) -> [B, H]``,
@@ -319,7 +371,7 @@ def scan_rnn(
         initial_state = jnp.asarray(initial_state)
     known = _known_cell(step_fn)
     if known is not None:
-        cls, gates, project, (core_loop, core_plain, core_hand) = known
+        cls, gates, core_loop = known
         params = _as_params(params, cls, gates)
         hidden = params.w_hh.shape[1]
         _check_scan_args(inputs, paddings, initial_state, hidden)
@@ -345,18 +397,10 @@ def scan_rnn(
             h0 = jnp.zeros((batch, hidden), dtype)
         else:
             h0 = initial_state.astype(dtype)
-        if _STRATEGY == "loop":
-            xs = jnp.swapaxes(inputs, 0, 1)  # [T, B, D]
-            hs, h_last = core_loop(params, xs, valid_tm, h0, reverse)
-        else:
-            xp = project(params, inputs)  # [B, T, G H]
-            xs = jnp.swapaxes(xp, 0, 1)  # [T, B, G H]
-            if gates == 3:
-                # Split before the scan: slicing the gates out of a scanned
-                # [B, 3H] frame inside the loop body is slow on XLA:CPU.
-                xs = tuple(jnp.split(xs, 3, axis=-1))  # 3 x [T, B, H]
-            core = core_hand if _STRATEGY == "hand" else core_plain
-            hs, h_last = core(params.w_hh, params.b_hh, xs, valid_tm, h0, reverse)
+        if gates == 3 and _STRATEGY == "fused" and inputs.shape[1] > 0:
+            return _gru_core_fused(params, inputs, valid[:, :, None], h0, reverse)
+        xs = jnp.swapaxes(inputs, 0, 1)  # [T, B, D]
+        hs, h_last = core_loop(params, xs, valid_tm, h0, reverse)
     else:
         if initial_state is not None:
             h0 = initial_state
