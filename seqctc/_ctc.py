@@ -323,13 +323,30 @@ def _class_gradient(prep, gamma_tm) -> Array:
 # --------------------------------------------------------------------------
 # The loss and its gradient.
 #
-# fwd runs α forward (pass 1), then β backward through the same chunks (pass
-# 2), turning each chunk's α + β into γ and its [C, B, K] gradient with one
-# einsum; only the gradient is kept as a residual. When α ([T, B, S]) fits in
-# _STORE_BYTES there is one chunk and pass 1 keeps all of α. Otherwise pass 1
-# keeps only α at chunk boundaries (~sqrt(T) chunks of ~sqrt(T) frames) and
-# pass 2 recomputes each chunk's α from its checkpoint, so the temp memory is
-# O(sqrt(T) B S) instead of O(T B S).
+# The gradient is the adjoint of the α recursion, run in probability space.
+# Write α_t(s) = u_t(s) + log y_t(s) with u_t(s) = log Σ_j e^{α_{t-1}(s-j)}
+# over the predecessors j ∈ {0, 1, 2 if skip}. Then ∂α_t(s)/∂α_{t-1}(s-j) =
+# w_t^j(s) = e^{α_{t-1}(s-j) - u_t(s)}, the share of the paths into (t, s) that
+# come from s - j (the three shares sum to 1; the forward step computes them
+# anyway, as the normalised terms of its logsumexp). The adjoint of α_t is the
+# state posterior γ_t = ∂ log p / ∂ α_t, so
+#
+#     γ_{T_b-1}(s) = e^{α_{T_b-1}(s) - log p}   on the two final states,
+#     γ_{t-1}(s)   = Σ_j γ_t(s + j) w_t^j(s + j),
+#
+# a recursion of multiply-adds on numbers in [0, 1]: no transcendental, no
+# β, and nothing to underflow that matters (a γ below 1e-38 is a gradient
+# below 1e-38). d(-log p)/d logits_t = softmax_t Σ_s γ_t(s) - Σ_{s ∈ k} γ_t(s).
+# This is the exact derivative of the computed loss, and Σ_s γ_t(s) is
+# conserved from frame to frame.
+#
+# fwd runs α forward (pass 1) and keeps w^1 and w^2 of every frame (w^0 = 1 -
+# w^1 - w^2), then pass 2 runs γ backward chunk by chunk and turns each chunk
+# into its [C, K, B] gradient with one einsum; only the gradient is kept as a
+# residual. When the shares ([2, T, S, B]) fit in _STORE_BYTES there is one
+# chunk. Otherwise pass 1 keeps only α at chunk boundaries (~sqrt(T) chunks of
+# ~sqrt(T) frames) and pass 2 recomputes each chunk's shares from its
+# checkpoint, so the temp memory is O(sqrt(T) B S) instead of O(T B S).
 #
 # Measured on the benchmark shapes (benchmarks/bench_ctc.py, a loaded 2-core
 # CPU, so only large factors count):
@@ -341,21 +358,34 @@ def _class_gradient(prep, gamma_tm) -> Array:
 #   about 1.5-2x faster, temp memory from 125 MiB to ~30 MiB (optax 137 MiB).
 # - state-major [S, B] arrays in the loops instead of [B, S]: XLA vectorises
 #   the batch axis; 6x faster per step for S=11, B=64, 1.1-1.8x for larger S.
-# - keeping all of α rather than recomputing it per chunk: 1.6x faster for
-#   (32, 200, 32, 40), 1.2x slower for (16, 1000, 32, 200) (25 MiB of α), hence
-#   the 16 MiB threshold.
+# - γ by the adjoint recursion above instead of a log-space β (3 exp + 1 log
+#   per state and frame) and exp(α + β - log p): 1.26x faster on (32, 200, 32,
+#   40), 1.36x on (64, 100, 11, 5), the same on (16, 1000, 32, 200); keeping
+#   all three shares instead of two cost 10-20 % more (memory traffic), and
+#   recomputing the shares from a stored α (3 exp per state, vectorised over
+#   the chunk) was slower than the β it replaced.
+# - keeping everything rather than recomputing per chunk: 1.6x faster for
+#   (32, 200, 32, 40), 1.2x slower for (16, 1000, 32, 200), hence the threshold.
 # - scan unroll=4 or 16: 2-4x slower. α and β stacked in one scan ([2B, S], β
 #   on flipped states): no gain on small shapes, slower on the large one.
+# - in the α step, a logsumexp of the three terms sorted by min/max (2 exp +
+#   log1p instead of 3 exp + log): 10-20 % slower. The loop body is vectorised
+#   (AVX2, inlined exp/log polynomials): with 3 exp + 1 log per state and frame
+#   it is compute bound, and the forward alone costs about what optax's forward
+#   costs, which is what bounds the speed-up over optax.
 # - probability space with per-frame rescaling: no transcendental in the loop,
 #   but α spans > 600 nats across states at T=1000, N=200 (random logits), so
-#   f32 underflow lost real mass (loss off by 2 %); it would need an exact
-#   fallback on most long inputs. Extended-range floats (mantissa + int32
-#   exponent) were exact but 3x slower than log space on XLA:CPU.
+#   f32 underflow lost real mass (loss off by 2 %); measured with float64
+#   log-space tables, the states with posterior > 1e-20 lie up to 275 nats
+#   below the frame's maximum of α (100 nats on (32, 200, 32, 40)), and a tilt
+#   of the states by the label density only brings that to 146: an exact
+#   fallback would run on most long inputs. Extended-range floats (mantissa +
+#   int32 exponent) were exact but 3x slower than log space on XLA:CPU.
 
 
 _UNROLL = 1  # frames per loop iteration in the inner scans (more was slower)
-# Keep all of α instead of recomputing it when the table is at most this big.
-_STORE_BYTES = 16 * 2**20
+# Keep all the shares instead of recomputing them when they are at most this big.
+_STORE_BYTES = 32 * 2**20
 
 
 def _chunking(max_frames: int, store: bool) -> tuple[int, int]:
@@ -377,16 +407,16 @@ def _chunk_emissions(log_probs_c: Array, states_sb: Array) -> Array:
     return jnp.maximum(emit, jnp.asarray(NEG_INF, emit.dtype))
 
 
-def _shift_down(x: Array, k: int) -> Array:
-    """``y[s] = x[s - k]`` along the first axis, NEG_INF for ``s < k``."""
-    fill = jnp.full((k,) + x.shape[1:], NEG_INF, x.dtype)
-    return jnp.concatenate([fill, x[:-k]], axis=0)
+def _shift_down(x: Array, k: int, fill=NEG_INF) -> Array:
+    """``y[s] = x[s - k]`` along the first axis, ``fill`` for ``s < k``."""
+    pad = jnp.full((k,) + x.shape[1:], fill, x.dtype)
+    return jnp.concatenate([pad, x[:-k]], axis=0)
 
 
-def _shift_up(x: Array, k: int) -> Array:
-    """``y[s] = x[s + k]`` along the first axis, NEG_INF for ``s >= S - k``."""
-    fill = jnp.full((k,) + x.shape[1:], NEG_INF, x.dtype)
-    return jnp.concatenate([x[k:], fill], axis=0)
+def _shift_up(x: Array, k: int, fill=NEG_INF) -> Array:
+    """``y[s] = x[s + k]`` along the first axis, ``fill`` for ``s >= S - k``."""
+    pad = jnp.full((k,) + x.shape[1:], fill, x.dtype)
+    return jnp.concatenate([x[k:], pad], axis=0)
 
 
 def _alpha_step_sb(prev: Array, emit: Array, skip: Array) -> Array:
@@ -395,17 +425,32 @@ def _alpha_step_sb(prev: Array, emit: Array, skip: Array) -> Array:
     return _logsumexp3(prev, _shift_down(prev, 1), skip2) + emit
 
 
-def _beta_step_sb(nxt: Array, emit_next: Array, skip_next2: Array) -> Array:
-    """:func:`_beta_step` on state-major ``[S, B]`` arrays."""
-    b = nxt + emit_next
-    skip2 = jnp.where(skip_next2, _shift_up(b, 2), NEG_INF)
-    return _logsumexp3(b, _shift_up(b, 1), skip2)
+def _alpha_shares_step(prev: Array, emit: Array, skip: Array, valid: Array):
+    """One α step on ``[S, B]`` and the shares ``w^1, w^2`` of its predecessors.
+
+    The shares are 0 on frames that are not ``valid`` (``[1, B]``), where α
+    stays as it was.
+    """
+    prev1 = _shift_down(prev, 1)
+    prev2 = jnp.where(skip, _shift_down(prev, 2), NEG_INF)
+    m = jnp.maximum(jnp.maximum(prev, prev1), prev2)
+    e0, e1, e2 = jnp.exp(prev - m), jnp.exp(prev1 - m), jnp.exp(prev2 - m)
+    z = e0 + e1 + e2
+    alpha = jnp.where(valid, m + jnp.log(z) + emit, prev)
+    r = jnp.where(valid, 1 / z, 0)
+    return alpha, (e1 * r, e2 * r)
+
+
+def _gamma_step(gamma: Array, w1: Array, w2: Array) -> Array:
+    """γ at frame ``t - 1`` from γ and the shares at frame ``t`` (``[S, B]``)."""
+    g1, g2 = gamma * w1, gamma * w2
+    return gamma - g1 - g2 + _shift_up(g1, 1, 0) + _shift_up(g2, 2, 0)
 
 
 def _store_all(prep: _Prepared) -> bool:
-    """Whether all of α (``[T, B, S]``) is small enough to keep."""
+    """Whether the shares of all frames (``2 x [T, B, S]``) are small enough to keep."""
     batch, max_frames, _ = prep.log_probs.shape
-    size = max_frames * batch * prep.states.shape[1] * prep.log_probs.dtype.itemsize
+    size = 2 * max_frames * batch * prep.states.shape[1] * prep.log_probs.dtype.itemsize
     return size <= _STORE_BYTES
 
 
@@ -421,11 +466,28 @@ def _chunked_inputs(prep: _Prepared, store: bool):
     return log_probs, frames  # [C#, C, K, B], [C#, C]
 
 
-def _alpha_pass(prep: _Prepared, log_probs, frames, store: bool):
-    """α at each row's last frame ``[B, S]``, and saved state-major α.
+def _chunk_shares(prep: _Prepared, alpha: Array, ts: Array, emit: Array):
+    """Runs α through one chunk from ``alpha``; returns the end α and the shares."""
+    lengths = prep.frame_lengths
+    skip_sb = prep.skip.T
 
-    The saved α is every frame's (``[C#, C, S, B]``) when ``store``, else the α
-    before each chunk (``[C#, S, B]``).
+    def frame_step(alpha, xs):
+        t, emit_t = xs
+        alpha, shares = _alpha_shares_step(
+            alpha, emit_t, skip_sb, (t < lengths)[None, :]
+        )
+        # Without the barrier XLA computes the step twice, once for the carry
+        # and once for the stacked output.
+        return jax.lax.optimization_barrier((alpha, shares))
+
+    return jax.lax.scan(frame_step, alpha, (ts, emit), unroll=_UNROLL)
+
+
+def _alpha_pass(prep: _Prepared, log_probs, frames, store: bool, shares: bool):
+    """α at each row's last frame ``[B, S]``, and what pass 2 needs.
+
+    With ``shares``, that is every frame's shares (``2 x [C#, C, S, B]``) when
+    ``store``, else the α before each chunk (``[C#, S, B]``). Without, nothing.
     """
     batch, num_states = prep.states.shape
     dtype = log_probs.dtype
@@ -435,72 +497,65 @@ def _alpha_pass(prep: _Prepared, log_probs, frames, store: bool):
     def frame_step(alpha, xs):
         t, emit = xs
         new = _alpha_step_sb(alpha, emit, skip_sb)
-        alpha = jnp.where((t < lengths)[None, :], new, alpha)
-        return alpha, alpha if store else None
+        return jnp.where((t < lengths)[None, :], new, alpha), None
 
     def chunk_step(alpha, xs):
         ts, log_probs_c = xs
         emit = _chunk_emissions(log_probs_c, states_sb)  # [C, S, B]
-        end, alphas = jax.lax.scan(frame_step, alpha, (ts, emit), unroll=_UNROLL)
-        return end, alphas if store else alpha
+        if shares and store:
+            return _chunk_shares(prep, alpha, ts, emit)
+        end, _ = jax.lax.scan(frame_step, alpha, (ts, emit), unroll=_UNROLL)
+        return end, alpha if shares else None
 
     alpha0 = _alpha_init(batch, num_states, dtype).T  # [S, B]
     alpha_last, saved = jax.lax.scan(chunk_step, alpha0, (frames, log_probs))
     return alpha_last.T, saved
 
 
-def _gradient_pass(prep, log_probs, frames, saved, possible, store):
+def _final_gamma(prep: _Prepared, alpha_last: Array, log_p: Array, possible: Array):
+    """``[S, B]`` γ at each row's last frame: on the two final states only."""
+    num_states = prep.states.shape[1]
+    s = jnp.arange(num_states, dtype=jnp.int32)[:, None]
+    last = prep.num_states[None, :]
+    final = (s == last - 1) | ((s == last - 2) & (prep.num_labels > 0)[None, :])
+    final = final & possible[None, :]
+    z = jnp.where(final, alpha_last.T - log_p[None, :], 0)
+    return jnp.where(final, jnp.exp(z), 0)
+
+
+def _gradient_pass(prep, log_probs, frames, saved, gamma_last, store):
     """``[B, T, K]`` d(−log p)/d logits, chunk by chunk from the end."""
     batch, num_states = prep.states.shape
     num_classes = log_probs.shape[2]
     dtype = log_probs.dtype
-    lengths = prep.frame_lengths
-    states_sb, skip_sb = prep.states.T, prep.skip.T  # [S, B]
-    skip_next2 = jnp.concatenate(
-        [skip_sb[2:], jnp.zeros((2, batch), bool)], axis=0
-    )  # [S, B]: skip[s + 2]
-    beta0 = _beta_init(prep.num_states, num_states, dtype).T  # [S, B]
-    state_ok = (
-        jnp.arange(num_states, dtype=jnp.int32)[:, None] < prep.num_states[None, :]
-    ) & possible[None, :]  # [S, B]
+    last = prep.frame_lengths - 1
+    states_sb = prep.states.T  # [S, B]
     one_hot = jax.nn.one_hot(prep.states, num_classes, dtype=dtype)  # [B, S, K]
 
-    def alpha_step(alpha, xs):
-        t, emit = xs
-        new = _alpha_step_sb(alpha, emit, skip_sb)
-        alpha = jnp.where((t < lengths)[None, :], new, alpha)
-        return alpha, alpha
+    def frame_step(gamma, xs):
+        t, w1, w2 = xs
+        gamma = jnp.where((t == last)[None, :], gamma_last, gamma)
+        previous = _gamma_step(gamma, w1, w2)
+        return jax.lax.optimization_barrier((previous, gamma))
 
-    def frame_step(beta, xs):
-        t, emit = xs
-        previous = _beta_step_sb(beta, emit, skip_next2)  # β at frame t - 1
-        previous = jnp.where((t - 1 < lengths - 1)[None, :], previous, beta0)
-        return previous, beta
-
-    def chunk_step(beta, xs):
-        ts, log_probs_c, alphas = xs
-        emit = _chunk_emissions(log_probs_c, states_sb)  # [C, S, B]
-        if not store:  # recompute the chunk's α from its checkpoint
-            _, alphas = jax.lax.scan(alpha_step, alphas, (ts, emit), unroll=_UNROLL)
-        beta, betas = jax.lax.scan(
-            frame_step, beta, (ts, emit), reverse=True, unroll=_UNROLL
+    def chunk_step(gamma, xs):
+        ts, log_probs_c, saved_c = xs
+        if store:
+            w1, w2 = saved_c
+        else:  # recompute the chunk's shares from its checkpoint
+            emit = _chunk_emissions(log_probs_c, states_sb)  # [C, S, B]
+            _, (w1, w2) = _chunk_shares(prep, saved_c, ts, emit)
+        gamma, gammas = jax.lax.scan(
+            frame_step, gamma, (ts, w1, w2), reverse=True, unroll=_UNROLL
         )  # [C, S, B]
-        mask = state_ok[None] & (ts[:, None] < lengths[None, :])[:, None, :]
-        # γ normalised per frame (Σ_s α β = p on every frame): this cancels the
-        # rounding that α and β accumulate over long sequences: 8x closer to the
-        # float64 gradient than exp(α + β − log p) at T = 1000 (optax: 3x).
-        z = jnp.where(mask, alphas + betas, NEG_INF)
-        z = z - jnp.max(z, axis=1, keepdims=True)
-        weights = jnp.where(mask, jnp.exp(z), 0)  # [C, S, B]
-        norm = jnp.sum(weights, axis=1, keepdims=True)  # [C, 1, B]
-        gamma = weights / jnp.where(norm > 0, norm, 1)  # [C, S, B]
         # The class sums of γ for the whole chunk in one matmul.
-        per_class = jnp.einsum("csb,bsk->ckb", gamma, one_hot)  # [C, K, B]
-        total = jnp.sum(gamma, axis=1, keepdims=True)  # [C, 1, B]
-        return beta, jnp.exp(log_probs_c) * total - per_class
+        per_class = jnp.einsum("csb,bsk->ckb", gammas, one_hot)  # [C, K, B]
+        total = jnp.sum(gammas, axis=1, keepdims=True)  # [C, 1, B]
+        return gamma, jnp.exp(log_probs_c) * total - per_class
 
+    gamma0 = jnp.zeros((num_states, batch), dtype)
     _, grads = jax.lax.scan(
-        chunk_step, beta0, (frames, log_probs, saved), reverse=True
+        chunk_step, gamma0, (frames, log_probs, saved), reverse=True
     )  # [C#, C, K, B]
     grads = grads.reshape(-1, num_classes, batch)[: prep.log_probs.shape[1]]
     return jnp.transpose(grads, (2, 0, 1))  # [B, T, K]
@@ -510,10 +565,11 @@ def _loss_and_gradient(logits, logit_paddings, labels, label_paddings, blank_id)
     prep = _prepare(logits, logit_paddings, labels, label_paddings, blank_id)
     store = _store_all(prep)
     log_probs, frames = _chunked_inputs(prep, store)
-    alpha_last, saved = _alpha_pass(prep, log_probs, frames, store)
+    alpha_last, saved = _alpha_pass(prep, log_probs, frames, store, shares=True)
     log_p = _log_likelihood(prep, alpha_last)
     loss, impossible = _finish(prep, log_p)
-    grad = _gradient_pass(prep, log_probs, frames, saved, ~impossible, store)
+    gamma_last = _final_gamma(prep, alpha_last, log_p, ~impossible)
+    grad = _gradient_pass(prep, log_probs, frames, saved, gamma_last, store)
     grad = jnp.where(prep.bad_labels[:, None, None], jnp.nan, grad)
     return loss, grad
 
@@ -522,7 +578,7 @@ def _loss_and_gradient(logits, logit_paddings, labels, label_paddings, blank_id)
 def _ctc_nll(logits, logit_paddings, labels, label_paddings, blank_id):
     prep = _prepare(logits, logit_paddings, labels, label_paddings, blank_id)
     log_probs, frames = _chunked_inputs(prep, store=True)
-    alpha_last, _ = _alpha_pass(prep, log_probs, frames, store=False)
+    alpha_last, _ = _alpha_pass(prep, log_probs, frames, store=True, shares=False)
     loss, _ = _finish(prep, _log_likelihood(prep, alpha_last))
     return loss
 
