@@ -346,6 +346,15 @@ class PeersTest(chex.TestCase):
         np.testing.assert_allclose(log_p[valid], want[valid], rtol=1e-5)
         np.testing.assert_allclose(jnp.sum(gamma, axis=-1)[valid], 1.0, atol=1e-4)
         np.testing.assert_array_equal(jnp.sum(gamma, axis=-1)[~valid], 0.0)
+        # The loss's gradient (γ by the adjoint of α) equals the boxed formula
+        # evaluated with the public γ (from α + β): softmax − class sums of γ.
+        states = np.asarray(seqctc.extend_with_blanks(labels, lap).states)
+        one_hot = np.eye(logits.shape[-1])[states]  # [B, S, K]
+        softmax = np.exp(np.asarray(jax.nn.log_softmax(logits)))
+        from_gamma = softmax * valid[..., None] - np.einsum(
+            "bts,bsk->btk", gamma, one_hot
+        )
+        np.testing.assert_allclose(grad, from_gamma, atol=1e-5)
 
     def test_equals_torch_for_every_reduction(self):
         logits, lp, labels, lap = _random_batch(
