@@ -824,9 +824,12 @@ def ctc_loss(
             - \sum_{s:\, \ell'_s = k} \gamma_t(s).
 
     The gradient (the seed's derivation, in logit space) comes from a
-    ``jax.custom_vjp``: the forward pass runs α forward and β backward (in
-    chunks, checkpointing α when it would exceed 16 MiB) and keeps only the
-    ``[B, T, K]`` gradient; nothing is differentiated through the scans. It is
+    ``jax.custom_vjp``: the forward pass runs α forward, keeping the share of
+    each predecessor in every state's logsumexp, then runs γ backward as the
+    adjoint of α in probability space (multiply-adds, no β), in chunks that
+    recompute the shares from checkpoints of α when keeping them would exceed
+    32 MiB. Only the ``[B, T, K]`` gradient is kept; nothing is differentiated
+    through the scans. It is
     zero on padded frames. Labels and paddings get no gradient. Not
     forward-mode differentiable (``jax.jvp``), as for any ``custom_vjp``.
 
