@@ -177,34 +177,27 @@ def _gru_core_fused_bwd(reverse, res, cotangents):
     def frame(i):  # the backward visits the frames in the opposite order
         return _frame(frames - 1 - i, frames, reverse)
 
-    def read(t, rzh, n_all):
-        return (
-            _at(valid, t),
-            _at(h_prev, t),
-            _at(rzh, t),
-            _at(n_all, t),
-            _at(d_outputs, t),
-        )
-
     def body(i, carry):
-        g, rzh, n_all, (m, h, p, n, dy) = carry
+        g, rzh, n_all, (p, n) = carry
         t = frame(i)
+        m = _at(valid, t)  # [B, 1]
+        h = _at(h_prev, t)  # [B, H]
         r, z, hn = jnp.split(p, 3, axis=-1)
-        g_new = jnp.where(m, g + dy, 0)  # dL/dh' at this frame, [B, H]
+        g_new = jnp.where(m, g + _at(d_outputs, t), 0)  # dL/dh' at this frame
         da_r, da_z, da_n, dhn, dh_direct = _gru_preact_grads_split(
             g_new, h, r, z, n, hn
         )
         dhp = jnp.concatenate([da_r, da_z, dhn], axis=-1)  # [B, 3H]
         g = jnp.where(m, dh_direct + dhp @ params.w_hh, g)  # dL/dh, [B, H]
         # The gate gradients overwrite this frame's saved gates. The next
-        # frame is read from the updated buffers, after the write, so that
-        # XLA can update them in place instead of copying them every step.
+        # frame's gates are read from the updated buffers, after the write, so
+        # that XLA can update them in place instead of copying them every step.
         rzh = _put(rzh, t, dhp)
         n_all = _put(n_all, t, da_n)
-        nxt = read(frame(jnp.minimum(i + 1, frames - 1)), rzh, n_all)
-        return g, rzh, n_all, nxt
+        t_next = frame(jnp.minimum(i + 1, frames - 1))
+        return g, rzh, n_all, (_at(rzh, t_next), _at(n_all, t_next))
 
-    init = (dh_last, rzh, n_all, read(frame(0), rzh, n_all))
+    init = (dh_last, rzh, n_all, (_at(rzh, frame(0)), _at(n_all, frame(0))))
     dh0, dhp, da_n, _ = lax.fori_loop(0, frames, body, init)
     # Gradients w.r.t. the hidden projection, (da_r, da_z, dhn), and the n
     # block of the input projection, da_n, for every frame (zero on padded
