@@ -188,16 +188,16 @@ def _logsumexp3(a: Array, b: Array, c: Array) -> Array:
     return m + jnp.log(jnp.exp(a - m) + jnp.exp(b - m) + jnp.exp(c - m))
 
 
-def _shift_right(x: Array, k: int) -> Array:
-    """``y[:, s] = x[:, s - k]``, NEG_INF for ``s < k``."""
-    fill = jnp.full((x.shape[0], k), NEG_INF, x.dtype)
-    return jnp.concatenate([fill, x[:, :-k]], axis=1)
+def _shift_down(x: Array, k: int, fill=NEG_INF) -> Array:
+    """``y[s] = x[s - k]`` along the first (state) axis, ``fill`` for ``s < k``."""
+    pad = jnp.full((k,) + x.shape[1:], fill, x.dtype)
+    return jnp.concatenate([pad, x[:-k]], axis=0)
 
 
-def _shift_left(x: Array, k: int) -> Array:
-    """``y[:, s] = x[:, s + k]``, NEG_INF for ``s >= S - k``."""
-    fill = jnp.full((x.shape[0], k), NEG_INF, x.dtype)
-    return jnp.concatenate([x[:, k:], fill], axis=1)
+def _shift_up(x: Array, k: int, fill=NEG_INF) -> Array:
+    """``y[s] = x[s + k]`` along the first (state) axis, ``fill`` for ``s >= S - k``."""
+    pad = jnp.full((k,) + x.shape[1:], fill, x.dtype)
+    return jnp.concatenate([x[k:], pad], axis=0)
 
 
 def _alpha_init(batch: int, num_states: int, dtype) -> Array:
@@ -214,16 +214,22 @@ def _beta_init(num_states_b: Array, num_states: int, dtype) -> Array:
     return jnp.where(final, jnp.asarray(0, dtype), jnp.asarray(NEG_INF, dtype))
 
 
+# The recursions run state-major, on ``[S, B]`` arrays: XLA vectorises the
+# batch axis (6x faster per step than ``[B, S]`` for S=11, B=64; 1.1-1.8x for
+# larger S).
+
+
 def _alpha_step(prev: Array, emit: Array, skip: Array) -> Array:
-    skip2 = jnp.where(skip, _shift_right(prev, 2), NEG_INF)
-    return _logsumexp3(prev, _shift_right(prev, 1), skip2) + emit
+    """α at frame t from α at t - 1, all ``[S, B]``."""
+    skip2 = jnp.where(skip, _shift_down(prev, 2), NEG_INF)
+    return _logsumexp3(prev, _shift_down(prev, 1), skip2) + emit
 
 
 def _beta_step(nxt: Array, emit_next: Array, skip_next2: Array) -> Array:
+    """β at frame t from β and the emissions at t + 1, all ``[S, B]``."""
     b = nxt + emit_next
-    return _logsumexp3(
-        b, _shift_left(b, 1), jnp.where(skip_next2, _shift_left(b, 2), NEG_INF)
-    )
+    skip2 = jnp.where(skip_next2, _shift_up(b, 2), NEG_INF)
+    return _logsumexp3(b, _shift_up(b, 1), skip2)
 
 
 def _tables(prep: _Prepared, *, alpha: bool, beta: bool):
@@ -233,16 +239,14 @@ def _tables(prep: _Prepared, *, alpha: bool, beta: bool):
     alpha_last [B, S])`` where ``alpha_last`` is α at each row's last valid
     frame (the initial α for rows without frames).
     """
-    emissions = prep.emissions  # [T, B, S]
-    max_frames, batch, num_states = emissions.shape
+    emissions = jnp.transpose(prep.emissions, (0, 2, 1))  # [T, S, B]
+    max_frames, num_states, batch = emissions.shape
     dtype = emissions.dtype
     lengths = prep.frame_lengths  # [B]
     steps = jnp.arange(max_frames, dtype=jnp.int32)  # [T]
-    skip = prep.skip
-    skip_next2 = jnp.concatenate(
-        [skip[:, 2:], jnp.zeros((batch, 2), bool)], axis=1
-    )  # [B, S]: skip[s + 2]
-    beta0 = _beta_init(prep.num_states, num_states, dtype)
+    skip = prep.skip.T  # [S, B]
+    skip_next2 = _shift_up(skip, 2, False)  # skip[s + 2]
+    beta0 = _beta_init(prep.num_states, num_states, dtype).T
 
     def body(carry, xs):
         a_prev, b_next = carry
@@ -250,7 +254,7 @@ def _tables(prep: _Prepared, *, alpha: bool, beta: bool):
         out_a = out_b = None
         if alpha:
             a_new = _alpha_step(a_prev, emit, skip)
-            a_prev = jnp.where((u < lengths)[:, None], a_new, a_prev)
+            a_prev = jnp.where((u < lengths)[None, :], a_new, a_prev)
             out_a = a_prev
         if beta:
             t = max_frames - 1 - u
@@ -260,16 +264,19 @@ def _tables(prep: _Prepared, *, alpha: bool, beta: bool):
                 emissions, jnp.minimum(t + 1, max_frames - 1), keepdims=False
             )
             b_new = _beta_step(b_next, emit_next, skip_next2)
-            b_next = jnp.where((t < lengths - 1)[:, None], b_new, beta0)
+            b_next = jnp.where((t < lengths - 1)[None, :], b_new, beta0)
             out_b = b_next
         return (a_prev, b_next), (out_a, out_b)
 
-    carry0 = (_alpha_init(batch, num_states, dtype), beta0)
+    carry0 = (_alpha_init(batch, num_states, dtype).T, beta0)
     (alpha_last, _), (log_alpha, log_beta_rev) = jax.lax.scan(
         body, carry0, (steps, emissions)
     )
-    log_beta = None if log_beta_rev is None else log_beta_rev[::-1]
-    return log_alpha, log_beta, alpha_last
+    if log_alpha is not None:
+        log_alpha = jnp.transpose(log_alpha, (0, 2, 1))
+    if log_beta_rev is not None:
+        log_beta_rev = jnp.transpose(log_beta_rev[::-1], (0, 2, 1))
+    return log_alpha, log_beta_rev, alpha_last.T
 
 
 def _valid_mask(prep: _Prepared, max_frames: int, num_states: int) -> Array:
@@ -407,24 +414,6 @@ def _chunk_emissions(log_probs_c: Array, states_sb: Array) -> Array:
     return jnp.maximum(emit, jnp.asarray(NEG_INF, emit.dtype))
 
 
-def _shift_down(x: Array, k: int, fill=NEG_INF) -> Array:
-    """``y[s] = x[s - k]`` along the first axis, ``fill`` for ``s < k``."""
-    pad = jnp.full((k,) + x.shape[1:], fill, x.dtype)
-    return jnp.concatenate([pad, x[:-k]], axis=0)
-
-
-def _shift_up(x: Array, k: int, fill=NEG_INF) -> Array:
-    """``y[s] = x[s + k]`` along the first axis, ``fill`` for ``s >= S - k``."""
-    pad = jnp.full((k,) + x.shape[1:], fill, x.dtype)
-    return jnp.concatenate([x[k:], pad], axis=0)
-
-
-def _alpha_step_sb(prev: Array, emit: Array, skip: Array) -> Array:
-    """:func:`_alpha_step` on state-major ``[S, B]`` arrays."""
-    skip2 = jnp.where(skip, _shift_down(prev, 2), NEG_INF)
-    return _logsumexp3(prev, _shift_down(prev, 1), skip2) + emit
-
-
 def _alpha_shares_step(prev: Array, emit: Array, skip: Array, valid: Array):
     """One α step on ``[S, B]`` and the shares ``w^1, w^2`` of its predecessors.
 
@@ -496,7 +485,7 @@ def _alpha_pass(prep: _Prepared, log_probs, frames, store: bool, shares: bool):
 
     def frame_step(alpha, xs):
         t, emit = xs
-        new = _alpha_step_sb(alpha, emit, skip_sb)
+        new = _alpha_step(alpha, emit, skip_sb)
         return jnp.where((t < lengths)[None, :], new, alpha), None
 
     def chunk_step(alpha, xs):
