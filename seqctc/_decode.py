@@ -16,6 +16,8 @@ from seqctc._utils import check_blank_id, check_rank, check_same_dim, compute_dt
 
 # Scores below this are "no path": sums of a few NEG_INF terms stay below it.
 _HALF_NEG_INF = NEG_INF / 2
+# Extensions per prefix tried first when no fusion is on (see _beam_search).
+_NUM_FAST = 8
 
 
 class Decoded(NamedTuple):
@@ -165,22 +167,69 @@ def _mix_hash(h: Array, token: Array, seed: int) -> Array:
     return x ^ (x >> jnp.uint32(16))
 
 
-class _Beams(NamedTuple):
-    """Per-utterance beam state; every field has leading axis ``W``."""
+def _take(index: Array, *arrays: Array) -> list[Array]:
+    """``[a[index] for a in arrays]`` for ``[W]`` arrays, with one gather in all.
 
-    log_pb: Array  # [W] log prob of paths ending in blank
-    log_pnb: Array  # [W] log prob of paths ending in the last token
-    best_b: Array  # [W] log prob of the best single path ending in blank
-    best_nb: Array  # [W] ... ending in the last token
-    last: Array  # [W] int32 last token, −1 for the empty prefix
-    length: Array  # [W] int32 prefix length
-    hash1: Array  # [W] uint32 hashes of the prefix
+    The arrays are bit-cast to a common 32-bit integer carrier (floats of other
+    widths get a gather of their own): a loop step costs about as much per op
+    as per element here, so one gather of a ``[W, F]`` stack beats ``F``.
+    """
+    carriers = []
+    for a in arrays:
+        if a.dtype == jnp.bool_:
+            carriers.append(a.astype(jnp.int32))
+        elif a.dtype.itemsize == 4 and a.dtype != jnp.int32:
+            carriers.append(lax.bitcast_convert_type(a, jnp.int32))
+        else:
+            carriers.append(a)
+    groups: dict[Any, list[int]] = {}
+    for i, c in enumerate(carriers):
+        groups.setdefault(c.dtype, []).append(i)
+    out: list[Any] = [None] * len(arrays)
+    for members in groups.values():
+        taken = jnp.stack([carriers[i] for i in members], axis=-1)[index]
+        for j, i in enumerate(members):
+            col, a = taken[..., j], arrays[i]
+            if a.dtype == jnp.bool_:
+                out[i] = col != 0
+            elif col.dtype != a.dtype:
+                out[i] = lax.bitcast_convert_type(col, a.dtype)
+            else:
+                out[i] = col
+    return out
+
+
+class _Beams(NamedTuple):
+    """Beam state; every field has leading axes ``[B, W]``."""
+
+    log_pb: Array  # [B, W] log prob of paths ending in blank
+    log_pnb: Array  # [B, W] log prob of paths ending in the last token
+    best_b: Array  # [B, W] log prob of the best single path ending in blank
+    best_nb: Array  # [B, W] ... ending in the last token
+    last: Array  # [B, W] int32 last token, −1 for the empty prefix
+    length: Array  # [B, W] int32 prefix length
+    hash1: Array  # [B, W] uint32 hashes of the prefix
     hash2: Array
-    parent1: Array  # [W] uint32 hashes of the prefix without its last token
+    parent1: Array  # [B, W] uint32 hashes of the prefix without its last token
     parent2: Array
-    bonus: Array  # [W] fused extra score (LM, insertion, hotwords)
-    lm_state: Any  # pytree, leading axis W
-    hot_state: Array  # [W, H] int32 hotword automaton states
+    bonus: Array  # [B, W] fused extra score (LM, insertion, hotwords)
+    lm_state: Any  # pytree, leading axes [B, W]
+    hot_state: Array  # [B, W, H] int32 hotword automaton states
+
+
+class _Stay(NamedTuple):
+    """Per-utterance scores of the prefixes that stay, and their merging."""
+
+    alive: Array  # [W] bool
+    total: Array  # [W] log(p_b + p_nb)
+    pb: Array  # [W] new p_b
+    pnb: Array  # [W] new p_nb, extensions of parents in the beam merged in
+    best_b: Array  # [W]
+    best_nb: Array  # [W]
+    bp_b: Array  # [W] back-pointers
+    bp_nb: Array  # [W]
+    score: Array  # [W] ranking score
+    child: Array  # [W (child), W (parent)] bool
 
 
 def _encode(token: Array, slot: Array, end: Array, width: int) -> Array:
@@ -188,7 +237,7 @@ def _encode(token: Array, slot: Array, end: Array, width: int) -> Array:
     return ((token + 1) * width + slot) * 2 + end
 
 
-def _beam_search_one(
+def _beam_search(
     log_probs: Array,
     ext_log_probs: Array,
     classes: Array,
@@ -203,29 +252,37 @@ def _beam_search_one(
     hot: tuple[Array, Array] | None,
     hotword_weight: Array,
     fused: bool,
+    num_fast: int | None,
 ) -> tuple[Array, Array, Array]:
-    """Prefix beam search over one utterance.
+    """Prefix beam search over a batch.
 
     Args:
-        log_probs: ``[T, K]`` log probabilities (padded frames zeroed).
-        ext_log_probs: ``[T, K]`` the same, NEG_INF for classes that may not
+        log_probs: ``[B, T, K]`` log probabilities (padded frames zeroed).
+        ext_log_probs: ``[B, T, K]`` the same, NEG_INF for classes that may not
             extend a prefix (blank, pruned classes).
-        classes: ``[T, M]`` int32 candidate extension classes per frame.
-        valid_frames: ``[T]`` bool.
+        classes: ``[B, T, M]`` int32 candidate extension classes per frame, by
+            descending ``ext_log_probs`` (ties to the lower class).
+        valid_frames: ``[B, T]`` bool.
+        num_fast: ``C < M`` or None. Without fusion a prefix's extensions are
+            ordered like ``classes``, so the best ``W`` candidates usually lie
+            among the stays and the first ``C`` extensions of every prefix;
+            a frame is searched that way when a bound proves it for the whole
+            batch, and over all ``M`` extensions otherwise (same result).
 
     Returns:
-        ``(frame_tokens [top_k, T], scores [top_k], valid [top_k])``.
+        ``(frame_tokens [B, top_k, T], scores [B, top_k], valid [B, top_k])``.
     """
     dtype = log_probs.dtype
+    batch = log_probs.shape[0]
     width = beam_width
-    num_cand = classes.shape[-1]
     neg = jnp.asarray(NEG_INF, dtype)
     slots = jnp.arange(width, dtype=jnp.int32)
     first = slots == 0
+    no_token = jnp.full((width,), -1, jnp.int32)
 
     if lm is not None:
         lm_init = jax.tree.map(
-            lambda x: jnp.broadcast_to(jnp.asarray(x), (width, *jnp.shape(x))),
+            lambda x: jnp.broadcast_to(jnp.asarray(x), (batch, width, *jnp.shape(x))),
             lm.initial_state(),
         )
         lm_score_grid = jax.vmap(
@@ -233,13 +290,13 @@ def _beam_search_one(
         )
         lm_score_rows = jax.vmap(lm.score)
     else:
-        lm_init = jnp.zeros((width,), jnp.int32)
+        lm_init = jnp.zeros((batch, width), jnp.int32)
     if hot is not None:
         hot_trans, hot_lengths = hot  # [H, L + 1, K], [H]
         num_hot = hot_lengths.shape[0]
-        hot_init = jnp.zeros((width, num_hot), jnp.int32)
+        hot_init = jnp.zeros((batch, width, num_hot), jnp.int32)
     else:
-        hot_init = jnp.zeros((width, 0), jnp.int32)
+        hot_init = jnp.zeros((batch, width, 0), jnp.int32)
 
     def hot_step(state: Array, token: Array) -> tuple[Array, Array]:
         """Hotword automaton step; returns (new state, bonus increment in tokens)."""
@@ -259,41 +316,44 @@ def _beam_search_one(
         )
         return nxt, gain
 
+    def rows(x):
+        return jnp.broadcast_to(x, (batch, *x.shape))
+
     init = _Beams(
-        log_pb=jnp.where(first, jnp.zeros((), dtype), neg),
-        log_pnb=jnp.full((width,), neg),
-        best_b=jnp.where(first, jnp.zeros((), dtype), neg),
-        best_nb=jnp.full((width,), neg),
-        last=jnp.full((width,), -1, jnp.int32),
-        length=jnp.zeros((width,), jnp.int32),
-        hash1=jnp.zeros((width,), jnp.uint32),
-        hash2=jnp.zeros((width,), jnp.uint32),
-        parent1=jnp.full((width,), 0xFFFFFFFF, jnp.uint32),
-        parent2=jnp.full((width,), 0xFFFFFFFF, jnp.uint32),
-        bonus=jnp.zeros((width,), dtype),
+        log_pb=rows(jnp.where(first, jnp.zeros((), dtype), neg)),
+        log_pnb=rows(jnp.full((width,), neg)),
+        best_b=rows(jnp.where(first, jnp.zeros((), dtype), neg)),
+        best_nb=rows(jnp.full((width,), neg)),
+        last=rows(no_token),
+        length=rows(jnp.zeros((width,), jnp.int32)),
+        hash1=rows(jnp.zeros((width,), jnp.uint32)),
+        hash2=rows(jnp.zeros((width,), jnp.uint32)),
+        parent1=rows(jnp.full((width,), 0xFFFFFFFF, jnp.uint32)),
+        parent2=rows(jnp.full((width,), 0xFFFFFFFF, jnp.uint32)),
+        bonus=rows(jnp.zeros((width,), dtype)),
         lm_state=lm_init,
         hot_state=hot_init,
     )
-    identity_b = _encode(jnp.full((width,), -1, jnp.int32), slots, 0, width)
-    identity_nb = _encode(jnp.full((width,), -1, jnp.int32), slots, 1, width)
+    identity_b = _encode(no_token, slots, 0, width)
+    identity_nb = _encode(no_token, slots, 1, width)
 
-    def step(beams: _Beams, xs):
-        lp, ext_lp, cls, is_valid = xs  # [K], [K], [M], []
+    def stay(beams: _Beams, lp: Array, ext_lp: Array) -> _Stay:
+        """1. A prefix stays (blank or repeat); 2. children merge extensions."""
         alive = (beams.log_pb > _HALF_NEG_INF) | (beams.log_pnb > _HALF_NEG_INF)
         total = jnp.logaddexp(beams.log_pb, beams.log_pnb)  # [W]
         has_last = beams.length > 0
         last_c = jnp.maximum(beams.last, 0)
-        lp_last = jnp.where(has_last, lp[last_c], neg)
+        lp_last, ext_lp_last = _take(last_c, lp, ext_lp)
+        lp_last = jnp.where(has_last, lp_last, neg)
+        ext_lp_last = jnp.where(has_last, ext_lp_last, neg)
         lp_blank = lp[blank_id]
 
-        # 1. The prefix stays: a blank, or a repeat of its last token.
         stay_pb = total + lp_blank
         stay_pnb = beams.log_pnb + lp_last
         best_b_from_nb = beams.best_nb > beams.best_b
         stay_best_b = jnp.maximum(beams.best_b, beams.best_nb) + lp_blank
         stay_best_nb = beams.best_nb + lp_last
 
-        # 2. Children already in the beam receive their parent's extension.
         child = (
             alive[:, None]
             & alive[None, :]
@@ -303,14 +363,13 @@ def _beam_search_one(
         )  # [W (child), W (parent)]
         has_parent = jnp.any(child, axis=1)
         parent = jnp.argmax(child, axis=1).astype(jnp.int32)
-        p_same = beams.last[parent] == beams.last
-        ext_lp_last = jnp.where(has_last, ext_lp[last_c], neg)
-        merge_pnb = jnp.where(p_same, beams.log_pb[parent], total[parent]) + ext_lp_last
-        p_from_nb = (~p_same) & (beams.best_nb[parent] > beams.best_b[parent])
-        merge_best = (
-            jnp.where(p_from_nb, beams.best_nb[parent], beams.best_b[parent])
-            + ext_lp_last
+        par_last, par_pb, par_total, par_best_b, par_best_nb = _take(
+            parent, beams.last, beams.log_pb, total, beams.best_b, beams.best_nb
         )
+        p_same = par_last == beams.last
+        merge_pnb = jnp.where(p_same, par_pb, par_total) + ext_lp_last
+        p_from_nb = (~p_same) & (par_best_nb > par_best_b)
+        merge_best = jnp.where(p_from_nb, par_best_nb, par_best_b) + ext_lp_last
         stay_pnb = jnp.where(has_parent, jnp.logaddexp(stay_pnb, merge_pnb), stay_pnb)
         take_ext = has_parent & (merge_best > stay_best_nb)
         stay_best_nb = jnp.where(take_ext, merge_best, stay_best_nb)
@@ -319,68 +378,114 @@ def _beam_search_one(
             _encode(beams.last, parent, p_from_nb.astype(jnp.int32), width),
             identity_nb,
         )
-        stay_bp_b = _encode(
-            jnp.full((width,), -1, jnp.int32),
-            slots,
-            best_b_from_nb.astype(jnp.int32),
-            width,
-        )
+        stay_bp_b = _encode(no_token, slots, best_b_from_nb.astype(jnp.int32), width)
         stay_score = jnp.logaddexp(stay_pb, stay_pnb)
         if fused:
             stay_score = stay_score + beams.bonus
+        return _Stay(
+            alive=alive,
+            total=total,
+            pb=stay_pb,
+            pnb=stay_pnb,
+            best_b=stay_best_b,
+            best_nb=stay_best_nb,
+            bp_b=stay_bp_b,
+            bp_nb=stay_bp_nb,
+            score=stay_score,
+            child=child,
+        )
 
-        # 3. Extensions by each candidate class: [W, M].
+    def extend(beams: _Beams, st: _Stay, ext_lp: Array, cls: Array):
+        """3. Extensions of every prefix by the classes ``cls [n]``: ``[W, n]``."""
+        n = cls.shape[0]
         same = beams.last[:, None] == cls[None, :]
         ext_pnb = (
-            jnp.where(same, beams.log_pb[:, None], total[:, None])
+            jnp.where(same, beams.log_pb[:, None], st.total[:, None])
             + ext_lp[cls][None, :]
         )
         merged = jnp.any(
-            child[:, :, None] & (beams.last[:, None, None] == cls[None, None, :]),
+            st.child[:, :, None] & (beams.last[:, None, None] == cls[None, None, :]),
             axis=0,
-        )  # [W (parent), M]
-        ext_pnb = jnp.where(merged | ~alive[:, None], neg, ext_pnb)
+        )  # [W (parent), n]
+        ext_pnb = jnp.where(merged | ~st.alive[:, None], neg, ext_pnb)
         ext_score = ext_pnb
+        delta = None
         if fused:
-            delta = jnp.broadcast_to(insertion_bonus, (width, num_cand))
+            delta = jnp.broadcast_to(insertion_bonus, (width, n))
             if lm is not None:
                 _, lm_lp = lm_score_grid(beams.lm_state, cls)
                 delta = delta + lm_weight * lm_lp.astype(dtype)
             if hot is not None:
                 _, gain = hot_step(
-                    jnp.broadcast_to(
-                        beams.hot_state[:, None, :], (width, num_cand, num_hot)
-                    ),
-                    jnp.broadcast_to(cls[None, :], (width, num_cand)),
+                    jnp.broadcast_to(beams.hot_state[:, None, :], (width, n, num_hot)),
+                    jnp.broadcast_to(cls[None, :], (width, n)),
                 )
                 delta = delta + hotword_weight * gain
             ext_score = ext_score + beams.bonus[:, None] + delta
+        return ext_pnb, ext_score, delta
 
-        # 4. Keep the beam_width best of the W + W * M candidates.
-        scores = jnp.concatenate([stay_score, ext_score.reshape(-1)])
-        _, idx = lax.top_k(scores, width)
+    def select(st: _Stay, ext_score: Array):
+        """4. The ``W`` best of the ``W + W n`` candidates, by (score, index)."""
+        n = ext_score.shape[-1]
+        scores = jnp.concatenate([st.score, ext_score.reshape(-1)])
+        top, idx = lax.top_k(scores, width)
         idx = idx.astype(jnp.int32)
         is_ext = idx >= width
         flat = jnp.maximum(idx - width, 0)
-        src = jnp.where(is_ext, flat // num_cand, idx)
-        new_c = cls[flat % num_cand]
-        sel_same = beams.last[src] == new_c
-        sel_from_nb = (~sel_same) & (beams.best_nb[src] > beams.best_b[src])
-        ext_best = (
-            jnp.where(sel_from_nb, beams.best_nb[src], beams.best_b[src])
-            + ext_lp[new_c]
+        src = jnp.where(is_ext, flat // n, idx)
+        return top, src, flat % n, is_ext
+
+    def update(beams, st, top, src, col, is_ext, ext_pnb, delta, ext_lp, cls):
+        """5. The new beams and their back-pointers."""
+        e_cls = ext_lp[cls]
+        new_c, e_new = _take(col, cls, e_cls)
+        (
+            s_last,
+            s_length,
+            s_hash1,
+            s_hash2,
+            s_parent1,
+            s_parent2,
+            s_best_b,
+            s_best_nb,
+            stay_pb,
+            stay_pnb,
+            stay_best_b,
+            stay_best_nb,
+            stay_bp_b,
+            stay_bp_nb,
+        ) = _take(
+            src,
+            beams.last,
+            beams.length,
+            beams.hash1,
+            beams.hash2,
+            beams.parent1,
+            beams.parent2,
+            beams.best_b,
+            beams.best_nb,
+            st.pb,
+            st.pnb,
+            st.best_b,
+            st.best_nb,
+            st.bp_b,
+            st.bp_nb,
         )
+        sel_same = s_last == new_c
+        sel_from_nb = (~sel_same) & (s_best_nb > s_best_b)
+        ext_best = jnp.where(sel_from_nb, s_best_nb, s_best_b) + e_new
 
         def pick(stay_val, ext_val):
-            return jnp.where(is_ext, ext_val, stay_val[src])
+            return jnp.where(is_ext, ext_val, stay_val)
 
-        new_hash1 = _mix_hash(beams.hash1[src], new_c, 0x27D4EB2F)
-        new_hash2 = _mix_hash(beams.hash2[src], new_c, 0x165667B1)
+        new_hash1 = _mix_hash(s_hash1, new_c, 0x27D4EB2F)
+        new_hash2 = _mix_hash(s_hash2, new_c, 0x165667B1)
         if fused:
-            new_bonus = jnp.where(
-                is_ext, beams.bonus[src] + delta.reshape(-1)[flat], beams.bonus[src]
-            )
+            sel_pnb = ext_pnb[src, col]
+            (s_bonus,) = _take(src, beams.bonus)
+            new_bonus = jnp.where(is_ext, s_bonus + delta[src, col], s_bonus)
         else:
+            sel_pnb = top  # the ranking score is p_nb itself
             new_bonus = beams.bonus
         if lm is not None:
             src_state = jax.tree.map(lambda x: x[src], beams.lm_state)
@@ -401,58 +506,108 @@ def _beam_search_one(
             new_hot = beams.hot_state
         new = _Beams(
             log_pb=pick(stay_pb, neg),
-            log_pnb=pick(stay_pnb, ext_pnb.reshape(-1)[flat]),
+            log_pnb=pick(stay_pnb, sel_pnb),
             best_b=pick(stay_best_b, neg),
             best_nb=pick(stay_best_nb, ext_best),
-            last=pick(beams.last, new_c),
-            length=beams.length[src] + is_ext.astype(jnp.int32),
-            hash1=pick(beams.hash1, new_hash1),
-            hash2=pick(beams.hash2, new_hash2),
-            parent1=pick(beams.parent1, beams.hash1[src]),
-            parent2=pick(beams.parent2, beams.hash2[src]),
+            last=pick(s_last, new_c),
+            length=s_length + is_ext.astype(jnp.int32),
+            hash1=pick(s_hash1, new_hash1),
+            hash2=pick(s_hash2, new_hash2),
+            parent1=pick(s_parent1, s_hash1),
+            parent2=pick(s_parent2, s_hash2),
             bonus=new_bonus,
             lm_state=new_lm,
             hot_state=new_hot,
         )
-        bp_b = pick(
-            stay_bp_b, _encode(jnp.full((width,), -1, jnp.int32), src, 0, width)
-        )
+        bp_b = pick(stay_bp_b, _encode(no_token, src, 0, width))
         bp_nb = pick(
             stay_bp_nb, _encode(new_c, src, sel_from_nb.astype(jnp.int32), width)
         )
-        # Padded frames keep the beams and point every slot at itself.
-        new = jax.tree.map(lambda n, o: jnp.where(is_valid, n, o), new, beams)
-        bp_b = jnp.where(is_valid, bp_b, identity_b)
-        bp_nb = jnp.where(is_valid, bp_nb, identity_nb)
         return new, jnp.stack([bp_b, bp_nb], axis=-1)
 
-    beams, back = lax.scan(
-        step, init, (log_probs, ext_log_probs, classes, valid_frames)
-    )  # back: [T, W, 2]
+    v_stay = jax.vmap(stay)
+    v_extend = jax.vmap(extend)
+    v_select = jax.vmap(select)
+    v_update = jax.vmap(update)
 
-    alive = (beams.log_pb > _HALF_NEG_INF) | (beams.log_pnb > _HALF_NEG_INF)
-    final = jnp.logaddexp(beams.log_pb, beams.log_pnb)
-    if fused:
-        final = final + beams.bonus
-    if lm is not None:
-        final = final + lm_weight * jax.vmap(lm.final_score)(beams.lm_state).astype(
-            dtype
+    def full(beams, st, ext_lp, cls):
+        ext_pnb, ext_score, delta = v_extend(beams, st, ext_lp, cls)
+        return v_select(st, ext_score), ext_pnb, delta
+
+    def step(beams: _Beams, xs):
+        lp, ext_lp, cls, is_valid = xs  # [B, K], [B, K], [B, M], [B]
+        st = v_stay(beams, lp, ext_lp)
+        if num_fast is None:
+            (top, src, col, is_ext), ext_pnb, delta = full(beams, st, ext_lp, cls)
+        else:
+            _, ext_score, _ = v_extend(beams, st, ext_lp, cls[:, :num_fast])
+            top, src, col, is_ext = v_select(st, ext_score)
+            # Every extension left out scores at most total + ext_lp[cls[C]].
+            e_next = jnp.take_along_axis(ext_lp, cls[:, num_fast : num_fast + 1], 1)
+            bound = jnp.max(jnp.where(st.alive, st.total + e_next, neg), axis=1)
+            exact = (
+                (bound < jnp.min(top, axis=1)) | (bound <= _HALF_NEG_INF) | ~is_valid
+            )
+            top, src, col, is_ext = lax.cond(
+                jnp.all(exact),
+                lambda: (top, src, col, is_ext),
+                lambda: full(beams, st, ext_lp, cls)[0],
+            )
+            ext_pnb = delta = None
+        new, bp = v_update(
+            beams, st, top, src, col, is_ext, ext_pnb, delta, ext_lp, cls
         )
-    final = jnp.where(alive, final, -jnp.inf)
-    scores, order = lax.top_k(final, top_k)
-    order = order.astype(jnp.int32)
-    found = alive[order]
-    end = (beams.best_nb[order] > beams.best_b[order]).astype(jnp.int32)
+        # Padded frames keep the beams and point every slot at itself.
+        keep = is_valid[:, None]
+        new = jax.tree.map(
+            lambda n, o: jnp.where(
+                keep.reshape(keep.shape + (1,) * (n.ndim - 2)), n, o
+            ),
+            new,
+            beams,
+        )
+        identity = jnp.stack([identity_b, identity_nb], axis=-1)
+        bp = jnp.where(keep[:, :, None], bp, identity)
+        return new, bp
 
-    def backtrack(carry, bp_t):
-        slot, end = carry
-        code = bp_t[slot, end]  # [top_k]
-        token = code // (2 * width) - 1
-        return (((code // 2) % width), code % 2), token
+    time_major = lambda x: jnp.moveaxis(x, 1, 0)  # noqa: E731
+    beams, back = lax.scan(
+        step,
+        init,
+        (
+            time_major(log_probs),  # [T, B, K]
+            time_major(ext_log_probs),  # [T, B, K]
+            time_major(classes),  # [T, B, M]
+            time_major(valid_frames),  # [T, B]
+        ),
+    )  # back: [T, B, W, 2]
 
-    _, frame_tokens = lax.scan(backtrack, (order, end), back, reverse=True)
-    frame_tokens = jnp.where(found[None, :], frame_tokens, -1)  # [T, top_k]
-    return frame_tokens.T, scores, found
+    def finish(beams: _Beams, back: Array):
+        alive = (beams.log_pb > _HALF_NEG_INF) | (beams.log_pnb > _HALF_NEG_INF)
+        final = jnp.logaddexp(beams.log_pb, beams.log_pnb)
+        if fused:
+            final = final + beams.bonus
+        if lm is not None:
+            final = final + lm_weight * jax.vmap(lm.final_score)(beams.lm_state).astype(
+                dtype
+            )
+        final = jnp.where(alive, final, -jnp.inf)
+        scores, order = lax.top_k(final, top_k)
+        order = order.astype(jnp.int32)
+        found = alive[order]
+        end = (beams.best_nb[order] > beams.best_b[order]).astype(jnp.int32)
+
+        def backtrack(carry, bp_t):
+            slot, end = carry
+            code = bp_t[slot, end]  # [top_k]
+            token = code // (2 * width) - 1
+            return (((code // 2) % width), code % 2), token
+
+        _, frame_tokens = lax.scan(backtrack, (order, end), back, reverse=True)
+        frame_tokens = jnp.where(found[None, :], frame_tokens, -1)  # [T, top_k]
+        return frame_tokens.T, scores, found
+
+    return jax.vmap(finish, in_axes=(0, 1))(beams, back)
 
 
 def _check_positive_int(value: Any, name: str) -> None:
@@ -618,25 +773,24 @@ def beam_decode(
     num_cand = max(num_cand, 1)
     classes = lax.top_k(ext_lp, num_cand)[1].astype(jnp.int32)  # [B, T, M]
 
-    search = jax.vmap(
-        lambda lp, elp, cls, val: _beam_search_one(
-            lp,
-            elp,
-            cls,
-            val,
-            beam_width=beam_width,
-            top_k=top_k,
-            blank_id=blank_id,
-            lm=lm,
-            lm_weight=jnp.asarray(lm_weight, dtype),
-            insertion_bonus=jnp.asarray(insertion_bonus, dtype),
-            hot=hot,
-            hotword_weight=jnp.asarray(hotword_weight, dtype),
-            fused=fused,
-        )
-    )
-    frame_tokens, scores, _ = search(
-        log_probs, ext_lp, classes, logit_paddings == 0
+    # Without fusion, a prefix's extensions rank like the classes; most frames
+    # need only the first few of them (see _beam_search).
+    num_fast = _NUM_FAST if not fused and _NUM_FAST < num_cand else None
+    frame_tokens, scores, _ = _beam_search(
+        log_probs,
+        ext_lp,
+        classes,
+        logit_paddings == 0,
+        beam_width=beam_width,
+        top_k=top_k,
+        blank_id=blank_id,
+        lm=lm,
+        lm_weight=jnp.asarray(lm_weight, dtype),
+        insertion_bonus=jnp.asarray(insertion_bonus, dtype),
+        hot=hot,
+        hotword_weight=jnp.asarray(hotword_weight, dtype),
+        fused=fused,
+        num_fast=num_fast,
     )  # [B, top_k, T], [B, top_k]
     tokens, lengths, starts = _compact(frame_tokens, dtype)
     return Decoded(tokens=tokens, lengths=lengths, scores=scores, starts=starts)
