@@ -167,51 +167,20 @@ def _mix_hash(h: Array, token: Array, seed: int) -> Array:
     return x ^ (x >> jnp.uint32(16))
 
 
-def _take(index: Array, *arrays: Array) -> list[Array]:
-    """``[a[index] for a in arrays]`` for ``[W]`` arrays, with one gather in all.
-
-    The arrays are bit-cast to a common 32-bit integer carrier (floats of other
-    widths get a gather of their own): a loop step costs about as much per op
-    as per element here, so one gather of a ``[W, F]`` stack beats ``F``.
-    """
-    carriers = []
-    for a in arrays:
-        if a.dtype == jnp.bool_:
-            carriers.append(a.astype(jnp.int32))
-        elif a.dtype.itemsize == 4 and a.dtype != jnp.int32:
-            carriers.append(lax.bitcast_convert_type(a, jnp.int32))
-        else:
-            carriers.append(a)
-    groups: dict[Any, list[int]] = {}
-    for i, c in enumerate(carriers):
-        groups.setdefault(c.dtype, []).append(i)
-    out: list[Any] = [None] * len(arrays)
-    for members in groups.values():
-        taken = jnp.stack([carriers[i] for i in members], axis=-1)[index]
-        for j, i in enumerate(members):
-            col, a = taken[..., j], arrays[i]
-            if a.dtype == jnp.bool_:
-                out[i] = col != 0
-            elif col.dtype != a.dtype:
-                out[i] = lax.bitcast_convert_type(col, a.dtype)
-            else:
-                out[i] = col
-    return out
+# Columns of _Beams.probs and _Beams.prefix.
+_PB, _PNB, _BEST_B, _BEST_NB = range(4)
+_LAST, _LENGTH, _HASH1, _HASH2, _PARENT1, _PARENT2 = range(6)
 
 
 class _Beams(NamedTuple):
-    """Beam state; every field has leading axes ``[B, W]``."""
+    """Beam state, packed so that a frame takes few (fused) ops."""
 
-    log_pb: Array  # [B, W] log prob of paths ending in blank
-    log_pnb: Array  # [B, W] log prob of paths ending in the last token
-    best_b: Array  # [B, W] log prob of the best single path ending in blank
-    best_nb: Array  # [B, W] ... ending in the last token
-    last: Array  # [B, W] int32 last token, −1 for the empty prefix
-    length: Array  # [B, W] int32 prefix length
-    hash1: Array  # [B, W] uint32 hashes of the prefix
-    hash2: Array
-    parent1: Array  # [B, W] uint32 hashes of the prefix without its last token
-    parent2: Array
+    # [B, 4, W] log prob of the paths ending in blank (p_b) and in the last
+    # token (p_nb), and of the best single path of each kind.
+    probs: Array
+    # [B, 6, W] int32 last token (−1 for the empty prefix), prefix length, two
+    # uint32 hashes of the prefix and two of its parent (bit-cast to int32).
+    prefix: Array
     bonus: Array  # [B, W] fused extra score (LM, insertion, hotwords)
     lm_state: Any  # pytree, leading axes [B, W]
     hot_state: Array  # [B, W, H] int32 hotword automaton states
@@ -222,14 +191,13 @@ class _Stay(NamedTuple):
 
     alive: Array  # [W] bool
     total: Array  # [W] log(p_b + p_nb)
-    pb: Array  # [W] new p_b
-    pnb: Array  # [W] new p_nb, extensions of parents in the beam merged in
-    best_b: Array  # [W]
-    best_nb: Array  # [W]
-    bp_b: Array  # [W] back-pointers
-    bp_nb: Array  # [W]
     score: Array  # [W] ranking score
     child: Array  # [W (child), W (parent)] bool
+    # [6, W]: new p_b, p_nb, best_b, best_nb; old best_b, best_nb.
+    probs: Array
+    # [8, W] int32: back-pointers (blank end, last-token end), then the six
+    # columns of the prefix.
+    rows: Array
 
 
 def _encode(token: Array, slot: Array, end: Array, width: int) -> Array:
@@ -237,12 +205,20 @@ def _encode(token: Array, slot: Array, end: Array, width: int) -> Array:
     return ((token + 1) * width + slot) * 2 + end
 
 
+def _as_u32(x: Array) -> Array:
+    return lax.bitcast_convert_type(x, jnp.uint32)
+
+
+def _as_i32(x: Array) -> Array:
+    return lax.bitcast_convert_type(x, jnp.int32)
+
+
 def _beam_search(
     log_probs: Array,
     ext_log_probs: Array,
-    classes: Array,
     valid_frames: Array,
     *,
+    num_cand: int,
     beam_width: int,
     top_k: int,
     blank_id: int,
@@ -260,9 +236,9 @@ def _beam_search(
         log_probs: ``[B, T, K]`` log probabilities (padded frames zeroed).
         ext_log_probs: ``[B, T, K]`` the same, NEG_INF for classes that may not
             extend a prefix (blank, pruned classes).
-        classes: ``[B, T, M]`` int32 candidate extension classes per frame, by
-            descending ``ext_log_probs`` (ties to the lower class).
         valid_frames: ``[B, T]`` bool.
+        num_cand: ``M``, the classes that may extend a prefix at a frame: the
+            ``M`` best by ``ext_log_probs`` (ties to the lower class).
         num_fast: ``C < M`` or None. Without fusion a prefix's extensions are
             ordered like ``classes``, so the best ``W`` candidates usually lie
             among the stays and the first ``C`` extensions of every prefix;
@@ -277,7 +253,6 @@ def _beam_search(
     width = beam_width
     neg = jnp.asarray(NEG_INF, dtype)
     slots = jnp.arange(width, dtype=jnp.int32)
-    first = slots == 0
     no_token = jnp.full((width,), -1, jnp.int32)
 
     if lm is not None:
@@ -316,67 +291,64 @@ def _beam_search(
         )
         return nxt, gain
 
-    def rows(x):
-        return jnp.broadcast_to(x, (batch, *x.shape))
-
+    # Only slot 0 (the empty prefix, p_b = 1) is alive at the start.
+    start = jnp.where(slots == 0, jnp.zeros((), dtype), neg)
+    probs0 = jnp.stack([start, jnp.full((width,), neg)] * 2)
+    no_hash = jnp.full((width,), -1, jnp.int32)  # 0xFFFFFFFF
+    zeros = jnp.zeros((width,), jnp.int32)
+    prefix0 = jnp.stack([no_token, zeros, zeros, zeros, no_hash, no_hash])
     init = _Beams(
-        log_pb=rows(jnp.where(first, jnp.zeros((), dtype), neg)),
-        log_pnb=rows(jnp.full((width,), neg)),
-        best_b=rows(jnp.where(first, jnp.zeros((), dtype), neg)),
-        best_nb=rows(jnp.full((width,), neg)),
-        last=rows(no_token),
-        length=rows(jnp.zeros((width,), jnp.int32)),
-        hash1=rows(jnp.zeros((width,), jnp.uint32)),
-        hash2=rows(jnp.zeros((width,), jnp.uint32)),
-        parent1=rows(jnp.full((width,), 0xFFFFFFFF, jnp.uint32)),
-        parent2=rows(jnp.full((width,), 0xFFFFFFFF, jnp.uint32)),
-        bonus=rows(jnp.zeros((width,), dtype)),
+        probs=jnp.broadcast_to(probs0, (batch, 4, width)),
+        prefix=jnp.broadcast_to(prefix0, (batch, 6, width)),
+        bonus=jnp.zeros((batch, width), dtype),
         lm_state=lm_init,
         hot_state=hot_init,
     )
-    identity_b = _encode(no_token, slots, 0, width)
-    identity_nb = _encode(no_token, slots, 1, width)
+    identity = jnp.stack(
+        [_encode(no_token, slots, 0, width), _encode(no_token, slots, 1, width)],
+        axis=-1,
+    )  # [W, 2]
 
     def stay(beams: _Beams, lp: Array, ext_lp: Array) -> _Stay:
         """1. A prefix stays (blank or repeat); 2. children merge extensions."""
-        alive = (beams.log_pb > _HALF_NEG_INF) | (beams.log_pnb > _HALF_NEG_INF)
-        total = jnp.logaddexp(beams.log_pb, beams.log_pnb)  # [W]
-        has_last = beams.length > 0
-        last_c = jnp.maximum(beams.last, 0)
-        lp_last, ext_lp_last = _take(last_c, lp, ext_lp)
-        lp_last = jnp.where(has_last, lp_last, neg)
-        ext_lp_last = jnp.where(has_last, ext_lp_last, neg)
+        pb, pnb, best_b, best_nb = beams.probs
+        last, length, hash1, hash2, parent1, parent2 = beams.prefix
+        alive = (pb > _HALF_NEG_INF) | (pnb > _HALF_NEG_INF)
+        total = jnp.logaddexp(pb, pnb)  # [W]
+        has_last = length > 0
+        last_lp = jnp.stack([lp, ext_lp], axis=-1)[jnp.maximum(last, 0)]  # [W, 2]
+        lp_last = jnp.where(has_last, last_lp[:, 0], neg)
+        ext_lp_last = jnp.where(has_last, last_lp[:, 1], neg)
         lp_blank = lp[blank_id]
 
         stay_pb = total + lp_blank
-        stay_pnb = beams.log_pnb + lp_last
-        best_b_from_nb = beams.best_nb > beams.best_b
-        stay_best_b = jnp.maximum(beams.best_b, beams.best_nb) + lp_blank
-        stay_best_nb = beams.best_nb + lp_last
+        stay_pnb = pnb + lp_last
+        best_b_from_nb = best_nb > best_b
+        stay_best_b = jnp.maximum(best_b, best_nb) + lp_blank
+        stay_best_nb = best_nb + lp_last
 
         child = (
             alive[:, None]
             & alive[None, :]
-            & (beams.length[:, None] == beams.length[None, :] + 1)
-            & (beams.parent1[:, None] == beams.hash1[None, :])
-            & (beams.parent2[:, None] == beams.hash2[None, :])
+            & (length[:, None] == length[None, :] + 1)
+            & (parent1[:, None] == hash1[None, :])
+            & (parent2[:, None] == hash2[None, :])
         )  # [W (child), W (parent)]
         has_parent = jnp.any(child, axis=1)
         parent = jnp.argmax(child, axis=1).astype(jnp.int32)
-        par_last, par_pb, par_total, par_best_b, par_best_nb = _take(
-            parent, beams.last, beams.log_pb, total, beams.best_b, beams.best_nb
-        )
-        p_same = par_last == beams.last
-        merge_pnb = jnp.where(p_same, par_pb, par_total) + ext_lp_last
-        p_from_nb = (~p_same) & (par_best_nb > par_best_b)
-        merge_best = jnp.where(p_from_nb, par_best_nb, par_best_b) + ext_lp_last
+        par = jnp.concatenate([beams.probs, total[None]])[:, parent]
+        par_last = last[parent]
+        p_same = par_last == last
+        merge_pnb = jnp.where(p_same, par[_PB], par[4]) + ext_lp_last
+        p_from_nb = (~p_same) & (par[_BEST_NB] > par[_BEST_B])
+        merge_best = jnp.where(p_from_nb, par[_BEST_NB], par[_BEST_B]) + ext_lp_last
         stay_pnb = jnp.where(has_parent, jnp.logaddexp(stay_pnb, merge_pnb), stay_pnb)
         take_ext = has_parent & (merge_best > stay_best_nb)
         stay_best_nb = jnp.where(take_ext, merge_best, stay_best_nb)
         stay_bp_nb = jnp.where(
             take_ext,
-            _encode(beams.last, parent, p_from_nb.astype(jnp.int32), width),
-            identity_nb,
+            _encode(last, parent, p_from_nb.astype(jnp.int32), width),
+            identity[:, 1],
         )
         stay_bp_b = _encode(no_token, slots, best_b_from_nb.astype(jnp.int32), width)
         stay_score = jnp.logaddexp(stay_pb, stay_pnb)
@@ -385,26 +357,25 @@ def _beam_search(
         return _Stay(
             alive=alive,
             total=total,
-            pb=stay_pb,
-            pnb=stay_pnb,
-            best_b=stay_best_b,
-            best_nb=stay_best_nb,
-            bp_b=stay_bp_b,
-            bp_nb=stay_bp_nb,
             score=stay_score,
             child=child,
+            probs=jnp.stack(
+                [stay_pb, stay_pnb, stay_best_b, stay_best_nb, best_b, best_nb]
+            ),
+            rows=jnp.concatenate([jnp.stack([stay_bp_b, stay_bp_nb]), beams.prefix]),
         )
 
-    def extend(beams: _Beams, st: _Stay, ext_lp: Array, cls: Array):
-        """3. Extensions of every prefix by the classes ``cls [n]``: ``[W, n]``."""
+    def extend(beams: _Beams, st: _Stay, cls: Array, e_cls: Array):
+        """3. Extensions by the classes ``cls [n]`` (``e_cls = ext_lp[cls]``)."""
         n = cls.shape[0]
-        same = beams.last[:, None] == cls[None, :]
+        last = beams.prefix[_LAST]
+        same = last[:, None] == cls[None, :]
         ext_pnb = (
-            jnp.where(same, beams.log_pb[:, None], st.total[:, None])
-            + ext_lp[cls][None, :]
+            jnp.where(same, beams.probs[_PB, :, None], st.total[:, None])
+            + e_cls[None, :]
         )
         merged = jnp.any(
-            st.child[:, :, None] & (beams.last[:, None, None] == cls[None, None, :]),
+            st.child[:, :, None] & (last[:, None, None] == cls[None, None, :]),
             axis=0,
         )  # [W (parent), n]
         ext_pnb = jnp.where(merged | ~st.alive[:, None], neg, ext_pnb)
@@ -424,7 +395,7 @@ def _beam_search(
             ext_score = ext_score + beams.bonus[:, None] + delta
         return ext_pnb, ext_score, delta
 
-    def select(st: _Stay, ext_score: Array):
+    def select(st: _Stay, ext_score: Array, cls: Array, e_cls: Array):
         """4. The ``W`` best of the ``W + W n`` candidates, by (score, index)."""
         n = ext_score.shape[-1]
         scores = jnp.concatenate([st.score, ext_score.reshape(-1)])
@@ -433,56 +404,19 @@ def _beam_search(
         is_ext = idx >= width
         flat = jnp.maximum(idx - width, 0)
         src = jnp.where(is_ext, flat // n, idx)
-        return top, src, flat % n, is_ext
+        col = flat % n
+        return top, src, col, is_ext, cls[col], e_cls[col]
 
-    def update(beams, st, top, src, col, is_ext, ext_pnb, delta, ext_lp, cls):
+    def update(beams, st, top, src, col, is_ext, new_c, e_new, ext_pnb, delta):
         """5. The new beams and their back-pointers."""
-        e_cls = ext_lp[cls]
-        new_c, e_new = _take(col, cls, e_cls)
-        (
-            s_last,
-            s_length,
-            s_hash1,
-            s_hash2,
-            s_parent1,
-            s_parent2,
-            s_best_b,
-            s_best_nb,
-            stay_pb,
-            stay_pnb,
-            stay_best_b,
-            stay_best_nb,
-            stay_bp_b,
-            stay_bp_nb,
-        ) = _take(
-            src,
-            beams.last,
-            beams.length,
-            beams.hash1,
-            beams.hash2,
-            beams.parent1,
-            beams.parent2,
-            beams.best_b,
-            beams.best_nb,
-            st.pb,
-            st.pnb,
-            st.best_b,
-            st.best_nb,
-            st.bp_b,
-            st.bp_nb,
-        )
-        sel_same = s_last == new_c
-        sel_from_nb = (~sel_same) & (s_best_nb > s_best_b)
-        ext_best = jnp.where(sel_from_nb, s_best_nb, s_best_b) + e_new
-
-        def pick(stay_val, ext_val):
-            return jnp.where(is_ext, ext_val, stay_val)
-
-        new_hash1 = _mix_hash(s_hash1, new_c, 0x27D4EB2F)
-        new_hash2 = _mix_hash(s_hash2, new_c, 0x165667B1)
+        sp = st.probs[:, src]  # [6, W]
+        sr = st.rows[:, src]  # [8, W]
+        s_bp_b, s_bp_nb, s_last, s_length, s_hash1, s_hash2, s_par1, s_par2 = sr
+        sel_from_nb = (s_last != new_c) & (sp[5] > sp[4])
+        ext_best = jnp.where(sel_from_nb, sp[5], sp[4]) + e_new
         if fused:
             sel_pnb = ext_pnb[src, col]
-            (s_bonus,) = _take(src, beams.bonus)
+            s_bonus = beams.bonus[src]
             new_bonus = jnp.where(is_ext, s_bonus + delta[src, col], s_bonus)
         else:
             sel_pnb = top  # the ranking score is p_nb itself
@@ -504,72 +438,98 @@ def _beam_search(
             new_hot = jnp.where(is_ext[:, None], ext_hot, beams.hot_state[src])
         else:
             new_hot = beams.hot_state
+
+        def pick(stay_val, ext_val):
+            return jnp.where(is_ext, ext_val, stay_val)
+
+        mix1 = _as_i32(_mix_hash(_as_u32(s_hash1), new_c, 0x27D4EB2F))
+        mix2 = _as_i32(_mix_hash(_as_u32(s_hash2), new_c, 0x165667B1))
         new = _Beams(
-            log_pb=pick(stay_pb, neg),
-            log_pnb=pick(stay_pnb, sel_pnb),
-            best_b=pick(stay_best_b, neg),
-            best_nb=pick(stay_best_nb, ext_best),
-            last=pick(s_last, new_c),
-            length=s_length + is_ext.astype(jnp.int32),
-            hash1=pick(s_hash1, new_hash1),
-            hash2=pick(s_hash2, new_hash2),
-            parent1=pick(s_parent1, s_hash1),
-            parent2=pick(s_parent2, s_hash2),
+            probs=jnp.stack(
+                [
+                    pick(sp[0], neg),
+                    pick(sp[1], sel_pnb),
+                    pick(sp[2], neg),
+                    pick(sp[3], ext_best),
+                ],
+            ),
+            prefix=jnp.stack(
+                [
+                    pick(s_last, new_c),
+                    s_length + is_ext.astype(jnp.int32),
+                    pick(s_hash1, mix1),
+                    pick(s_hash2, mix2),
+                    pick(s_par1, s_hash1),
+                    pick(s_par2, s_hash2),
+                ],
+            ),
             bonus=new_bonus,
             lm_state=new_lm,
             hot_state=new_hot,
         )
-        bp_b = pick(stay_bp_b, _encode(no_token, src, 0, width))
-        bp_nb = pick(
-            stay_bp_nb, _encode(new_c, src, sel_from_nb.astype(jnp.int32), width)
+        bp = jnp.stack(
+            [
+                pick(s_bp_b, _encode(no_token, src, 0, width)),
+                pick(
+                    s_bp_nb, _encode(new_c, src, sel_from_nb.astype(jnp.int32), width)
+                ),
+            ],
+            axis=-1,
         )
-        return new, jnp.stack([bp_b, bp_nb], axis=-1)
+        return new, bp
 
     v_stay = jax.vmap(stay)
     v_extend = jax.vmap(extend)
     v_select = jax.vmap(select)
     v_update = jax.vmap(update)
 
-    def full(beams, st, ext_lp, cls):
-        ext_pnb, ext_score, delta = v_extend(beams, st, ext_lp, cls)
-        return v_select(st, ext_score), ext_pnb, delta
+    def full(beams, st, cls, e_cls):
+        ext_pnb, ext_score, delta = v_extend(beams, st, cls, e_cls)
+        return v_select(st, ext_score, cls, e_cls), ext_pnb, delta
 
     def step(beams: _Beams, xs):
-        lp, ext_lp, cls, is_valid = xs  # [B, K], [B, K], [B, M], [B]
+        lp, ext_lp, cls, e_cls, is_valid = xs  # [B, K], [B, K], [B, n], [B, n], [B]
         st = v_stay(beams, lp, ext_lp)
         if num_fast is None:
-            (top, src, col, is_ext), ext_pnb, delta = full(beams, st, ext_lp, cls)
+            picked, ext_pnb, delta = full(beams, st, cls, e_cls)
         else:
-            _, ext_score, _ = v_extend(beams, st, ext_lp, cls[:, :num_fast])
-            top, src, col, is_ext = v_select(st, ext_score)
-            # Every extension left out scores at most total + ext_lp[cls[C]].
-            e_next = jnp.take_along_axis(ext_lp, cls[:, num_fast : num_fast + 1], 1)
-            bound = jnp.max(jnp.where(st.alive, st.total + e_next, neg), axis=1)
+            cls_c, e_c = cls[:, :num_fast], e_cls[:, :num_fast]
+            _, ext_score, _ = v_extend(beams, st, cls_c, e_c)
+            picked = v_select(st, ext_score, cls_c, e_c)
+            # Every extension left out scores at most total + e_cls[C]. The last
+            # selected score is the minimum (a slice of top_k's values would
+            # turn it into a full sort on CPU).
+            bound = jnp.where(st.alive, st.total + e_cls[:, num_fast:], neg)
+            bound = jnp.max(bound, axis=1)
             exact = (
-                (bound < jnp.min(top, axis=1)) | (bound <= _HALF_NEG_INF) | ~is_valid
+                (bound < jnp.min(picked[0], axis=1))
+                | (bound <= _HALF_NEG_INF)
+                | ~is_valid
             )
-            top, src, col, is_ext = lax.cond(
-                jnp.all(exact),
-                lambda: (top, src, col, is_ext),
-                lambda: full(beams, st, ext_lp, cls)[0],
-            )
+
+            def search_all():
+                e_all, cls_all = lax.top_k(ext_lp, num_cand)
+                return full(beams, st, cls_all.astype(jnp.int32), e_all)[0]
+
+            picked = lax.cond(jnp.all(exact), lambda: picked, search_all)
             ext_pnb = delta = None
-        new, bp = v_update(
-            beams, st, top, src, col, is_ext, ext_pnb, delta, ext_lp, cls
-        )
+        new, bp = v_update(beams, st, *picked, ext_pnb, delta)
         # Padded frames keep the beams and point every slot at itself.
-        keep = is_valid[:, None]
         new = jax.tree.map(
             lambda n, o: jnp.where(
-                keep.reshape(keep.shape + (1,) * (n.ndim - 2)), n, o
+                is_valid.reshape((batch,) + (1,) * (n.ndim - 1)), n, o
             ),
             new,
             beams,
         )
-        identity = jnp.stack([identity_b, identity_nb], axis=-1)
-        bp = jnp.where(keep[:, :, None], bp, identity)
+        bp = jnp.where(is_valid[:, None, None], bp, identity)
         return new, bp
 
+    # Candidate classes of each frame by descending ext_log_probs (ties to the
+    # lower class): all M, or the C + 1 the fast path reads.
+    e_cls, classes = lax.top_k(
+        ext_log_probs, num_cand if num_fast is None else num_fast + 1
+    )  # [B, T, n]
     time_major = lambda x: jnp.moveaxis(x, 1, 0)  # noqa: E731
     beams, back = lax.scan(
         step,
@@ -577,14 +537,16 @@ def _beam_search(
         (
             time_major(log_probs),  # [T, B, K]
             time_major(ext_log_probs),  # [T, B, K]
-            time_major(classes),  # [T, B, M]
+            time_major(classes.astype(jnp.int32)),  # [T, B, n]
+            time_major(e_cls),  # [T, B, n]
             time_major(valid_frames),  # [T, B]
         ),
     )  # back: [T, B, W, 2]
 
     def finish(beams: _Beams, back: Array):
-        alive = (beams.log_pb > _HALF_NEG_INF) | (beams.log_pnb > _HALF_NEG_INF)
-        final = jnp.logaddexp(beams.log_pb, beams.log_pnb)
+        pb, pnb, best_b, best_nb = beams.probs
+        alive = (pb > _HALF_NEG_INF) | (pnb > _HALF_NEG_INF)
+        final = jnp.logaddexp(pb, pnb)
         if fused:
             final = final + beams.bonus
         if lm is not None:
@@ -595,7 +557,7 @@ def _beam_search(
         scores, order = lax.top_k(final, top_k)
         order = order.astype(jnp.int32)
         found = alive[order]
-        end = (beams.best_nb[order] > beams.best_b[order]).astype(jnp.int32)
+        end = (best_nb[order] > best_b[order]).astype(jnp.int32)
 
         def backtrack(carry, bp_t):
             slot, end = carry
@@ -760,7 +722,8 @@ def beam_decode(
         threshold = jnp.asarray(prune_threshold, dtype)
         ext_lp = jnp.where(ext_lp >= threshold, ext_lp, neg)
     if prune_top_k is not None and prune_top_k < num_classes - 1:
-        kth = lax.top_k(ext_lp, prune_top_k)[0][:, :, -1:]  # [B, T, 1]
+        # The minimum, not a slice: a slice of top_k turns it into a sort on CPU.
+        kth = jnp.min(lax.top_k(ext_lp, prune_top_k)[0], axis=-1, keepdims=True)
         ext_lp = jnp.where(ext_lp >= kth, ext_lp, neg)
     fused = lm is not None or hot is not None
     if not (isinstance(insertion_bonus, (int, float)) and insertion_bonus == 0):
@@ -771,7 +734,6 @@ def beam_decode(
     if prune_top_k is not None:
         num_cand = min(num_cand, prune_top_k)
     num_cand = max(num_cand, 1)
-    classes = lax.top_k(ext_lp, num_cand)[1].astype(jnp.int32)  # [B, T, M]
 
     # Without fusion, a prefix's extensions rank like the classes; most frames
     # need only the first few of them (see _beam_search).
@@ -779,8 +741,8 @@ def beam_decode(
     frame_tokens, scores, _ = _beam_search(
         log_probs,
         ext_lp,
-        classes,
         logit_paddings == 0,
+        num_cand=num_cand,
         beam_width=beam_width,
         top_k=top_k,
         blank_id=blank_id,
