@@ -621,7 +621,12 @@ def beam_decode(
     is exact prefix beam search: only the ``2W`` most probable non-blank classes
     of a frame are expanded, which provably changes nothing (each prefix
     contributes at most ``W`` survivors and at most ``W`` of its extensions are
-    set aside by merging or by the repeat rule).
+    set aside by merging or by the repeat rule). Without fusion, a frame first
+    ranks only the stays and the extensions of every prefix by the frame's 8
+    most probable classes; when a bound (a prefix's best extension left out
+    scores at most its total times the 9th class probability) cannot prove that
+    this keeps the same beams, the frame is ranked again over all candidates,
+    so the result is that of the full search.
 
     ``starts`` follow the most probable single path among those merged into a
     prefix (a Viterbi back-pointer kept next to the sums), so they increase.

@@ -252,6 +252,21 @@ class BeamTextbookTest(chex.TestCase):
             lp = _log_softmax(logits[b, : lengths[b]])
             self._check(lp, out, b, width, 0, width)
 
+    @parameterized.named_parameters(("flat", 0.5), ("peaked", 6.0))
+    def test_first_classes_then_all(self, scale):
+        # W = 16 and K = 40: frames rank the 8 best classes of each prefix first
+        # and all of them when the bound fails (flat frames, the first frame).
+        rng = np.random.default_rng(8)
+        batch, frames, classes, width = 3, 24, 40, 16
+        logits = (scale * rng.normal(size=(batch, frames, classes))).astype(
+            np.float32
+        )
+        lengths = np.array([24, 17, 6])
+        out = _beam(logits, _paddings(lengths, frames), beam_width=width, top_k=4)
+        for b in range(batch):
+            lp = _log_softmax(logits[b, : lengths[b]])
+            self._check(lp, out, b, width, 0, 4)
+
 
 class BeamGreedyTest(chex.TestCase):
     @parameterized.named_parameters(("width1", 1), ("width8", 8))
