@@ -580,9 +580,11 @@ def _loss_and_gradient(logits, logit_paddings, labels, label_paddings, blank_id)
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def _ctc_nll(logits, logit_paddings, labels, label_paddings, blank_id):
     prep = _prepare(logits, logit_paddings, labels, label_paddings, blank_id)
-    # ~sqrt(T) chunks: each chunk's emission table stays in cache (1.7x faster
-    # than one table of all frames on (16, 1000, 32, 200)).
-    log_probs, frames = _chunked_inputs(prep, store=False)
+    # ~sqrt(T) chunks, so that each chunk's emission table stays in cache (1.7x
+    # faster than one table of all frames on (16, 1000, 32, 200)), unless the
+    # whole table is small (one chunk: 10 % faster on (64, 100, 11, 5)).
+    table = prep.emissions.size * prep.emissions.dtype.itemsize
+    log_probs, frames = _chunked_inputs(prep, store=table <= 2**20)
     alpha_last, _ = _alpha_pass(prep, log_probs, frames, store=False, shares=False)
     loss, _ = _finish(prep, _log_likelihood(prep, alpha_last))
     return loss
