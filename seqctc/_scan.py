@@ -239,39 +239,6 @@ def _check_scan_args(inputs, paddings, initial_state, hidden):
             )
 
 
-def _rnn_core_loop(params, xs, valid, h0, reverse):
-    """Time-major scan with the input projection in the loop body."""
-    w_i = _loop_weight(params.w_ih)  # [D, H]
-    w_h = _loop_weight(params.w_hh)  # [H, H]
-    b = (params.b_ih + params.b_hh)[None, :]  # [1, H]
-
-    def body(h, inp):
-        x, m = inp  # [B, D], [B, 1]
-        h_new = jnp.where(m, jnp.tanh(x @ w_i + h @ w_h + b), h)
-        return h_new, h_new
-
-    h_last, hs = lax.scan(body, h0, (xs, valid), reverse=reverse)
-    return hs, h_last
-
-
-def _gru_core_loop(params, xs, valid, h0, reverse):
-    """Time-major scan with the input projection in the loop body."""
-    w_i = _loop_weight(params.w_ih)  # [D, 3H]
-    w_h = _loop_weight(params.w_hh)  # [H, 3H]
-    b_i = params.b_ih[None, :]  # [1, 3H]
-    b_h = params.b_hh[None, :]  # [1, 3H]
-
-    def body(h, inp):
-        x, m = inp  # [B, D], [B, 1]
-        xr, xz, xn = jnp.split(x @ w_i + b_i, 3, axis=-1)
-        _, z, n, _ = _gru_gates_hp(h @ w_h + b_h, xr, xz, xn)
-        h_new = jnp.where(m, _gru_combine(h, z, n), h)
-        return h_new, h_new
-
-    h_last, hs = lax.scan(body, h0, (xs, valid), reverse=reverse)
-    return hs, h_last
-
-
 def _known_cell(step_fn):
     if step_fn is rnn_step:
         return RNNParams, 1, _rnn_core_loop
