@@ -113,7 +113,7 @@ class _Prepared(NamedTuple):
     """Everything the recursions need, derived from the public arguments."""
 
     log_probs: Array  # [B, T, K] compute dtype; 0-logits on padded frames
-    emissions: Array  # [T, B, S] log y_t(states[s]), clamped to >= NEG_INF
+    emissions: Array  # [T, S, B] log y_t(states[s]), clamped to >= NEG_INF
     frame_lengths: Array  # [B] int32, T_b
     num_states: Array  # [B] int32, S_b = 2 N_b + 1
     num_labels: Array  # [B] int32, N_b
@@ -158,13 +158,8 @@ def _prepare(logits, logit_paddings, labels, label_paddings, blank_id) -> _Prepa
     # Padded frames are never read: their logits become zeros before any op.
     x = jnp.where(frame_valid[:, :, None], logits.astype(dtype), 0)  # [B, T, K]
     log_probs = jax.nn.log_softmax(x, axis=-1)  # [B, T, K]
-    log_probs_tm = jnp.transpose(log_probs, (1, 0, 2))  # [T, B, K]
-    emissions = jnp.take_along_axis(
-        log_probs_tm, ext.states[None, :, :], axis=2
-    )  # [T, B, S]
-    # -inf (log 0) emissions become NEG_INF so the recursions stay finite; NaN
-    # stays NaN.
-    emissions = jnp.maximum(emissions, jnp.asarray(NEG_INF, dtype))
+    log_probs_tm = jnp.transpose(log_probs, (1, 2, 0))  # [T, K, B]
+    emissions = _gather_emissions(log_probs_tm, ext.states.T)  # [T, S, B]
     return _Prepared(
         log_probs=log_probs,
         emissions=emissions,
@@ -239,7 +234,7 @@ def _tables(prep: _Prepared, *, alpha: bool, beta: bool):
     alpha_last [B, S])`` where ``alpha_last`` is α at each row's last valid
     frame (the initial α for rows without frames).
     """
-    emissions = jnp.transpose(prep.emissions, (0, 2, 1))  # [T, S, B]
+    emissions = prep.emissions  # [T, S, B]
     max_frames, num_states, batch = emissions.shape
     dtype = emissions.dtype
     lengths = prep.frame_lengths  # [B]
@@ -317,16 +312,6 @@ def _posteriors_tm(prep, log_alpha, log_beta, log_p, impossible) -> Array:
     return jnp.where(mask, jnp.exp(jnp.where(mask, z, 0)), 0)
 
 
-def _class_gradient(prep, gamma_tm) -> Array:
-    """``[B, T, K]`` d(−log p)/d logits = softmax · Σ_s γ − Σ_{s: class k} γ."""
-    num_classes = prep.log_probs.shape[2]
-    dtype = gamma_tm.dtype
-    one_hot = jax.nn.one_hot(prep.states, num_classes, dtype=dtype)  # [B, S, K]
-    per_class = jnp.einsum("tbs,bsk->btk", gamma_tm, one_hot)  # [B, T, K]
-    total = jnp.transpose(jnp.sum(gamma_tm, axis=2))  # [B, T]
-    return jnp.exp(prep.log_probs) * total[:, :, None] - per_class
-
-
 # --------------------------------------------------------------------------
 # The loss and its gradient.
 #
@@ -348,12 +333,13 @@ def _class_gradient(prep, gamma_tm) -> Array:
 # conserved from frame to frame.
 #
 # fwd runs α forward (pass 1) and keeps w^1 and w^2 of every frame (w^0 = 1 -
-# w^1 - w^2), then pass 2 runs γ backward chunk by chunk and turns each chunk
-# into its [C, K, B] gradient with one einsum; only the gradient is kept as a
-# residual. When the shares ([2, T, S, B]) fit in _STORE_BYTES there is one
-# chunk. Otherwise pass 1 keeps only α at chunk boundaries (~sqrt(T) chunks of
-# ~sqrt(T) frames) and pass 2 recomputes each chunk's shares from its
-# checkpoint, so the temp memory is O(sqrt(T) B S) instead of O(T B S).
+# w^1 - w^2), then pass 2 runs γ backward chunk by chunk and takes each chunk's
+# class sums of γ with one matmul; the gradient is assembled from them after
+# the loop and is the only residual. When the shares ([2, T, S, B]) fit in
+# _STORE_BYTES there is one chunk. Otherwise pass 1 keeps only α at chunk
+# boundaries (~sqrt(T) chunks of ~sqrt(T) frames) and pass 2 recomputes each
+# chunk's shares from its checkpoint, so the temp memory is O(sqrt(T) B S)
+# instead of O(T B S).
 #
 # Measured on the benchmark shapes (benchmarks/bench_ctc.py, a loaded 2-core
 # CPU, so only large factors count):
@@ -418,9 +404,13 @@ def _chunking(max_frames: int, store: bool) -> tuple[int, int]:
     return num_chunks, chunk
 
 
-def _chunk_emissions(log_probs_c: Array, states_sb: Array) -> Array:
-    """``[C, S, B]`` log y_t(states[s]) from ``[C, K, B]`` log-probabilities."""
-    emit = jnp.take_along_axis(log_probs_c, states_sb[None, :, :], axis=1)
+def _gather_emissions(log_probs_tm: Array, states_sb: Array) -> Array:
+    """``[C, S, B]`` log y_t(states[s]) from ``[C, K, B]`` log-probabilities.
+
+    -inf (log 0) emissions become NEG_INF so the recursions stay finite; NaN
+    stays NaN.
+    """
+    emit = jnp.take_along_axis(log_probs_tm, states_sb[None, :, :], axis=1)
     return jnp.maximum(emit, jnp.asarray(NEG_INF, emit.dtype))
 
 
@@ -500,7 +490,7 @@ def _alpha_pass(prep: _Prepared, log_probs, frames, store: bool, shares: bool):
 
     def chunk_step(alpha, xs):
         ts, log_probs_c = xs
-        emit = _chunk_emissions(log_probs_c, states_sb)  # [C, S, B]
+        emit = _gather_emissions(log_probs_c, states_sb)  # [C, S, B]
         if shares and store:
             return _chunk_shares(prep, alpha, ts, emit)
         end, _ = jax.lax.scan(frame_step, alpha, (ts, emit), unroll=_UNROLL)
@@ -542,7 +532,7 @@ def _gradient_pass(prep, log_probs, frames, saved, gamma_last, store):
         if store:
             w1, w2 = saved_c
         else:  # recompute the chunk's shares from its checkpoint
-            emit = _chunk_emissions(log_probs_c, states_sb)  # [C, S, B]
+            emit = _gather_emissions(log_probs_c, states_sb)  # [C, S, B]
             _, (w1, w2) = _chunk_shares(prep, saved_c, ts, emit)
         gamma, gammas = jax.lax.scan(
             frame_step, gamma, (ts, w1, w2), reverse=True, unroll=_UNROLL
