@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from _timing import interleaved_ms  # noqa: E402
 
 import seqctc  # noqa: E402
 
@@ -172,18 +172,9 @@ def bench(shape, repeats, rng):
             runners["torchaudio forced_align (B=1 loop)"] = torch_run
         except Exception as err:  # noqa: BLE001 - report and go on without it
             torch_note = f"forced_align failed ({type(err).__name__}: {err})"
-    for run in runners.values():  # warm-up (compiles)
-        run()
-    times = {name: [] for name in runners}
-    for _ in range(repeats):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    ms = {name: 1e3 * float(np.median(t)) for name, t in times.items()}
     return {
         "shape": shape,
-        "ms": ms,
+        "ms": interleaved_ms(runners, repeats, warmup=1),
         "diff": diff,
         "same_path": same_path,
         "torch_note": torch_note,

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -27,6 +26,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 import torch  # noqa: E402
+from _timing import interleaved_ms  # noqa: E402
 
 import seqctc  # noqa: E402
 
@@ -111,19 +111,9 @@ def bench_shape(shape, repeats, rng):
         "seqctc loss": lambda: jax.block_until_ready(ours_loss(x_jax)),
         "optax loss": lambda: jax.block_until_ready(theirs_loss(x_jax)),
     }
-    for run in runners.values():  # warm-up
-        run()
-        run()
-    times = {name: [] for name in runners}
-    for _ in range(repeats):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    medians = {name: float(np.median(t)) for name, t in times.items()}
     return {
         "shape": shape,
-        "ms": {name: 1e3 * m for name, m in medians.items()},
+        "ms": interleaved_ms(runners, repeats, warmup=2),
         "temp": {
             "seqctc": temp_bytes(ours, x_jax),
             "optax": temp_bytes(theirs, x_jax),

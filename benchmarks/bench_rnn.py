@@ -21,8 +21,6 @@ import argparse
 import contextlib
 import os
 import platform
-import statistics
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -32,6 +30,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _timing import interleaved_ms  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import seqctc  # noqa: E402
@@ -104,13 +103,7 @@ def bench(shape, reps: int):
         "flax nnx": make_flax(d, h, x),
         "torch": make_torch(d, h, x_np),
     }
-    times = {name: [] for name in runners}
-    for _ in range(reps):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    return {name: 1e3 * statistics.median(ts) for name, ts in times.items()}
+    return interleaved_ms(runners, reps)  # the makers compile
 
 
 def table(rows) -> str:
