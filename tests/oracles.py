@@ -24,6 +24,17 @@ def sigmoid(a):
     return 1 / (1 + np.exp(-a))
 
 
+def gru_step(w_ih, w_hh, b_ih, b_hh, h, x):
+    """One GRU step in torch's convention (gates r, z, n; b_hn inside r * ...)."""
+    hid = w_hh.shape[1]
+    gi = x @ w_ih.T + b_ih
+    gh = h @ w_hh.T + b_hh
+    r = sigmoid(gi[..., :hid] + gh[..., :hid])
+    z = sigmoid(gi[..., hid : 2 * hid] + gh[..., hid : 2 * hid])
+    n = np.tanh(gi[..., 2 * hid :] + r * gh[..., 2 * hid :])
+    return (1 - z) * n + z * h
+
+
 def paddings(lengths, max_len):
     """``[B, T]`` float32 right paddings, 1.0 = padded."""
     lengths = np.asarray(lengths)
