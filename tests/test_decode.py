@@ -258,9 +258,7 @@ class BeamTextbookTest(chex.TestCase):
         # and all of them when the bound fails (flat frames, the first frame).
         rng = np.random.default_rng(8)
         batch, frames, classes, width = 3, 24, 40, 16
-        logits = (scale * rng.normal(size=(batch, frames, classes))).astype(
-            np.float32
-        )
+        logits = (scale * rng.normal(size=(batch, frames, classes))).astype(np.float32)
         lengths = np.array([24, 17, 6])
         out = _beam(logits, _paddings(lengths, frames), beam_width=width, top_k=4)
         for b in range(batch):
