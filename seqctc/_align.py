@@ -152,11 +152,9 @@ def viterbi_align(
     See also:
         :func:`token_spans`, :func:`seqctc.viterbi_loss`, :func:`seqctc.ctc_loss`.
     """
-    logits = jnp.asarray(logits)
-    logit_paddings = jnp.asarray(logit_paddings)
-    labels = jnp.asarray(labels)
-    label_paddings = jnp.asarray(label_paddings)
-    check_sequence_args(logits, logit_paddings, labels, label_paddings, blank_id)
+    logits, logit_paddings, labels, label_paddings = check_sequence_args(
+        logits, logit_paddings, labels, label_paddings, blank_id
+    )
     batch, num_frames, num_classes = logits.shape
     max_labels = labels.shape[1]
 

@@ -124,11 +124,9 @@ class _Prepared(NamedTuple):
 
 
 def _prepare(logits, logit_paddings, labels, label_paddings, blank_id) -> _Prepared:
-    logits = jnp.asarray(logits)
-    logit_paddings = jnp.asarray(logit_paddings)
-    labels = jnp.asarray(labels)
-    label_paddings = jnp.asarray(label_paddings)
-    check_sequence_args(logits, logit_paddings, labels, label_paddings, blank_id)
+    logits, logit_paddings, labels, label_paddings = check_sequence_args(
+        logits, logit_paddings, labels, label_paddings, blank_id
+    )
     batch, max_frames, num_classes = logits.shape
     max_labels = labels.shape[1]
     dtype = compute_dtype(logits)
@@ -955,11 +953,9 @@ def check_inputs(
     See also:
         :func:`ctc_loss`.
     """
-    logits = np.asarray(logits)
-    logit_paddings = np.asarray(logit_paddings)
-    labels = np.asarray(labels)
-    label_paddings = np.asarray(label_paddings)
-    check_sequence_args(logits, logit_paddings, labels, label_paddings, blank_id)
+    logits, logit_paddings, labels, label_paddings = check_sequence_args(
+        logits, logit_paddings, labels, label_paddings, blank_id, xp=np
+    )
     num_classes = logits.shape[2]
     frame_lengths = np.sum(logit_paddings == 0, axis=1)
     num_labels = np.sum(label_paddings == 0, axis=1)

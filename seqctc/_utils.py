@@ -107,13 +107,21 @@ def check_sequence_args(
     labels: ArrayLike,
     label_paddings: ArrayLike,
     blank_id: int | None,
-) -> None:
+    *,
+    xp=jnp,
+) -> tuple:
     """Static checks shared by every function of (logits, labels) pairs.
 
-    Raises ``ValueError`` naming the argument on a wrong rank, mismatched batch
-    or length dimensions, non-integer labels, or a ``blank_id`` outside
-    ``[0, K)`` (``None`` is accepted where a graph has no blank).
+    Returns the four arguments as ``xp`` arrays (``jax.numpy`` by default,
+    ``numpy`` for host-side checks). Raises ``ValueError`` naming the argument
+    on a wrong rank, mismatched batch or length dimensions, non-integer labels,
+    or a ``blank_id`` outside ``[0, K)`` (``None`` is accepted where a graph
+    has no blank).
     """
+    logits = xp.asarray(logits)
+    logit_paddings = xp.asarray(logit_paddings)
+    labels = xp.asarray(labels)
+    label_paddings = xp.asarray(label_paddings)
     check_rank(logits, 3, "logits")
     check_rank(logit_paddings, 2, "logit_paddings")
     check_rank(labels, 2, "labels")
@@ -128,3 +136,4 @@ def check_sequence_args(
     labels_dtype = jnp.result_type(labels)
     if not jnp.issubdtype(labels_dtype, jnp.integer):
         raise ValueError(f"`labels` must be integers, got dtype {labels_dtype}.")
+    return logits, logit_paddings, labels, label_paddings
