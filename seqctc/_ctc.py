@@ -113,7 +113,6 @@ class _Prepared(NamedTuple):
     """Everything the recursions need, derived from the public arguments."""
 
     log_probs: Array  # [B, T, K] compute dtype; 0-logits on padded frames
-    emissions: Array  # [T, S, B] log y_t(states[s]), clamped to >= NEG_INF
     frame_lengths: Array  # [B] int32, T_b
     num_states: Array  # [B] int32, S_b = 2 N_b + 1
     num_labels: Array  # [B] int32, N_b
@@ -156,11 +155,8 @@ def _prepare(logits, logit_paddings, labels, label_paddings, blank_id) -> _Prepa
     # Padded frames are never read: their logits become zeros before any op.
     x = jnp.where(frame_valid[:, :, None], logits.astype(dtype), 0)  # [B, T, K]
     log_probs = jax.nn.log_softmax(x, axis=-1)  # [B, T, K]
-    log_probs_tm = jnp.transpose(log_probs, (1, 0, 2))  # [T, B, K]
-    emissions = _gather_emissions(log_probs_tm, ext.states.T)  # [T, S, B]
     return _Prepared(
         log_probs=log_probs,
-        emissions=emissions,
         frame_lengths=frame_lengths,
         num_states=2 * num_labels + 1,
         num_labels=num_labels,
@@ -232,7 +228,8 @@ def _tables(prep: _Prepared, *, alpha: bool, beta: bool):
     alpha_last [B, S])`` where ``alpha_last`` is α at each row's last valid
     frame (the initial α for rows without frames).
     """
-    emissions = prep.emissions  # [T, S, B]
+    log_probs_tm = jnp.transpose(prep.log_probs, (1, 0, 2))  # [T, B, K]
+    emissions = _gather_emissions(log_probs_tm, prep.states.T)  # [T, S, B]
     max_frames, num_states, batch = emissions.shape
     dtype = emissions.dtype
     lengths = prep.frame_lengths  # [B]
@@ -456,11 +453,15 @@ def _gamma_step(gamma: Array, w1: Array, w2: Array) -> Array:
     return gamma - g1 - g2 + _shift_up(g1, 1, 0) + _shift_up(g2, 2, 0)
 
 
-def _store_all(prep: _Prepared) -> bool:
-    """Whether the shares of all frames (``2 x [T, B, S]``) are small enough to keep."""
+def _table_bytes(prep: _Prepared) -> int:
+    """Bytes of one ``[T, S, B]`` table in the compute dtype."""
     batch, max_frames, _ = prep.log_probs.shape
-    size = 2 * max_frames * batch * prep.states.shape[1] * prep.log_probs.dtype.itemsize
-    return size <= _STORE_BYTES
+    return max_frames * prep.states.shape[1] * batch * prep.log_probs.dtype.itemsize
+
+
+def _store_all(prep: _Prepared) -> bool:
+    """Whether the shares of all frames (``2 x [T, S, B]``) are small enough to keep."""
+    return 2 * _table_bytes(prep) <= _STORE_BYTES
 
 
 def _chunked_inputs(prep: _Prepared, store: bool):
@@ -593,8 +594,7 @@ def _ctc_nll(logits, logit_paddings, labels, label_paddings, blank_id):
     # ~sqrt(T) chunks, so that each chunk's emission table stays in cache (1.7x
     # faster than one table of all frames on (16, 1000, 32, 200)), unless the
     # whole table is small (one chunk: 10 % faster on (64, 100, 11, 5)).
-    table = prep.emissions.size * prep.emissions.dtype.itemsize
-    log_probs, frames = _chunked_inputs(prep, store=table <= 2**20)
+    log_probs, frames = _chunked_inputs(prep, store=_table_bytes(prep) <= 2**20)
     alpha_last, _ = _alpha_pass(prep, log_probs, frames, store=False, shares=False)
     loss, _ = _finish(prep, _log_likelihood(prep, alpha_last))
     return loss
@@ -846,9 +846,9 @@ def ctc_loss(
     adjoint of α in probability space (multiply-adds, no β), in chunks that
     recompute the shares from checkpoints of α when keeping them would exceed
     32 MiB. Only the ``[B, T, K]`` gradient is kept; nothing is differentiated
-    through the scans. It is
-    zero on padded frames. Labels and paddings get no gradient. Not
-    forward-mode differentiable (``jax.jvp``), as for any ``custom_vjp``.
+    through the scans. It is zero on padded frames. Labels and paddings get no
+    gradient. Not forward-mode differentiable (``jax.jvp``), as for any
+    ``custom_vjp``.
 
     Args:
         logits: ``[B, T, K]`` unnormalised logits (log-probabilities work too);
