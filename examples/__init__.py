@@ -1,0 +1,1 @@
+"""Examples of seqctc; each folder is one example (``digits``: digit strips)."""
