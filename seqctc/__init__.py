@@ -6,11 +6,17 @@ from seqctc._utils import paddings_to_lengths
 
 # Recurrent cells and masked scans (_cells.py, _scan.py).
 from seqctc._cells import GRUParams
+from seqctc._cells import LSTMParams
 from seqctc._cells import RNNParams
 from seqctc._cells import gru_step
 from seqctc._cells import gru_step_backward
 from seqctc._cells import init_gru_params
+from seqctc._cells import init_lstm_params
 from seqctc._cells import init_rnn_params
+from seqctc._cells import lstm_step
+from seqctc._cells import lstm_step_backward
+from seqctc._cells import rnn_relu_step
+from seqctc._cells import rnn_relu_step_backward
 from seqctc._cells import rnn_step
 from seqctc._cells import rnn_step_backward
 from seqctc._scan import bidirectional_rnn
