@@ -8,32 +8,29 @@ NamedTuples of :mod:`seqctc` and call the pure functions. No math lives here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import jax.numpy as jnp
 from flax import nnx
 
-from seqctc._cells import (
-    GRUParams,
-    RNNParams,
-    gru_step,
-    init_gru_params,
-    init_rnn_params,
-    rnn_step,
-)
-from seqctc._scan import bidirectional_rnn, scan_rnn
+from seqctc._cells import CELLS, Cell
+from seqctc._scan import stacked_rnn
 from seqctc._types import Array, ArrayLike
 
-__all__ = ["GRUCell", "RNN", "RNNCell", "SequenceClassifier", "SequenceTagger"]
+__all__ = [
+    "GRUCell",
+    "LSTMCell",
+    "RNN",
+    "RNNCell",
+    "SequenceClassifier",
+    "SequenceTagger",
+]
 
 
 class _Cell(nnx.Module):
-    """Shared parts of :class:`RNNCell` and :class:`GRUCell`."""
+    """Shared parts of the cells: torch-named parameters, one :class:`Cell` record."""
 
-    step_fn: Callable[[Any, Array, Array], Array]
-    params_cls: type
-    _init: Callable[..., Any]
+    cell_name: str
 
     def __init__(
         self,
@@ -45,7 +42,7 @@ class _Cell(nnx.Module):
     ):
         self.in_features = in_features
         self.hidden_features = hidden_features
-        p = type(self)._init(
+        p = self.cell.init(
             rngs.params(), in_features, hidden_features, dtype=param_dtype
         )
         self.weight_ih = nnx.Param(p.w_ih)
@@ -54,29 +51,44 @@ class _Cell(nnx.Module):
         self.bias_hh = nnx.Param(p.b_hh)
 
     @property
+    def cell(self) -> Cell:
+        """The cell's record (its step function, parameter type, state size)."""
+        return CELLS[self.cell_name]
+
+    @property
+    def step_fn(self):
+        """The pure step function, e.g. :func:`seqctc.gru_step`."""
+        return self.cell.step
+
+    @property
     def params(self):
         """The parameters as the cell's NamedTuple (:class:`seqctc.GRUParams` …)."""
-        return self.params_cls(
+        return self.cell.params_cls(
             self.weight_ih[...],
             self.weight_hh[...],
             self.bias_ih[...],
             self.bias_hh[...],
         )
 
-    def __call__(self, carry: ArrayLike, x: ArrayLike) -> tuple[Array, Array]:
-        """One step: returns ``(new_carry, new_carry)``, as flax cells do."""
-        h = type(self).step_fn(self.params, carry, x)
-        return h, h
+    def __call__(self, carry: Any, x: ArrayLike) -> tuple[Any, Array]:
+        """One step: returns ``(new_carry, output)``, as flax cells do.
+
+        The output is the new hidden state (the carry itself, except for the
+        LSTM, whose carry is the pair ``(h, c)``).
+        """
+        new = self.cell.step(self.params, carry, x)
+        return new, new[0] if self.cell.state_size == 2 else new
 
     def initialize_carry(
         self, input_shape: tuple[int, ...], rngs: nnx.Rngs | None = None
-    ) -> Array:
-        """Zeros of shape ``input_shape[:-1] + (H,)``."""
+    ) -> Any:
+        """Zeros of shape ``input_shape[:-1] + (H,)`` (a pair of them for the LSTM)."""
         del rngs
-        return jnp.zeros(
+        zeros = jnp.zeros(
             tuple(input_shape[:-1]) + (self.hidden_features,),
             self.weight_hh[...].dtype,
         )
+        return zeros if self.cell.state_size == 1 else (zeros, zeros)
 
     @property
     def num_feature_axes(self) -> int:
@@ -90,11 +102,18 @@ class RNNCell(_Cell):
 
         h' = \tanh(x W_{ih}^\top + b_{ih} + h W_{hh}^\top + b_{hh})
 
+    (or :math:`\max(0, \cdot)`, :func:`seqctc.rnn_relu_step`, with
+    ``nonlinearity="relu"``, as torch's ``nn.RNNCell``).
+
     Args:
         in_features: ``D``.
         hidden_features: ``H``.
+        nonlinearity: ``"tanh"`` or ``"relu"``.
         param_dtype: parameter dtype.
         rngs: ``nnx.Rngs`` for the torch-style :math:`U(\pm 1/\sqrt H)` init.
+
+    Raises:
+        ValueError: for another ``nonlinearity``.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -106,9 +125,25 @@ class RNNCell(_Cell):
         ((2, 4), (4, 4))
     """
 
-    step_fn = staticmethod(rnn_step)
-    params_cls = RNNParams
-    _init = staticmethod(init_rnn_params)
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: int,
+        *,
+        nonlinearity: str = "tanh",
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        names = {"tanh": "rnn", "relu": "rnn_relu"}
+        if nonlinearity not in names:
+            raise ValueError(
+                f"`nonlinearity` must be 'tanh' or 'relu', got {nonlinearity!r}."
+            )
+        self.cell_name = names[nonlinearity]
+        self.nonlinearity = nonlinearity
+        super().__init__(
+            in_features, hidden_features, param_dtype=param_dtype, rngs=rngs
+        )
 
 
 class GRUCell(_Cell):
@@ -138,23 +173,54 @@ class GRUCell(_Cell):
         ((2, 4), (12, 3), (12,))
     """
 
-    step_fn = staticmethod(gru_step)
-    params_cls = GRUParams
-    _init = staticmethod(init_gru_params)
+    cell_name = "gru"
 
 
-_CELLS = {"rnn": RNNCell, "gru": GRUCell}
+class LSTMCell(_Cell):
+    r"""LSTM cell, :func:`seqctc.lstm_step`, with torch-named parameters.
+
+    The carry is the pair ``(h, c)`` in torch's order (``flax.nnx.LSTMCell``
+    uses ``(c, h)``); the weights are torch's ``[4H, ·]`` blocks i, f, g, o.
+
+    .. math::
+
+        c' = f \odot c + i \odot g, \qquad h' = o \odot \tanh(c')
+
+    Args:
+        in_features: ``D``.
+        hidden_features: ``H``.
+        param_dtype: parameter dtype.
+        rngs: ``nnx.Rngs`` for the torch-style :math:`U(\pm 1/\sqrt H)` init.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from seqctc.nn import LSTMCell
+        >>> cell = LSTMCell(3, 4, rngs=nnx.Rngs(0))
+        >>> (h, c), y = cell(cell.initialize_carry((2, 3)), jnp.ones((2, 3)))
+        >>> h.shape, c.shape, cell.weight_ih.shape
+        ((2, 4), (2, 4), (16, 3))
+    """
+
+    cell_name = "lstm"
+
+
+def _cell_module(cell_type: str, in_features: int, hidden: int, **kw) -> _Cell:
+    if cell_type in ("rnn", "rnn_relu"):
+        nonlinearity = "tanh" if cell_type == "rnn" else "relu"
+        return RNNCell(in_features, hidden, nonlinearity=nonlinearity, **kw)
+    return {"gru": GRUCell, "lstm": LSTMCell}[cell_type](in_features, hidden, **kw)
 
 
 class RNN(nnx.Module):
-    r"""A multi-layer, optionally bidirectional recurrent layer (torch ``nn.GRU``).
+    r"""A multi-layer, optionally bidirectional recurrent layer (torch ``nn.GRU`` …).
 
-    Built on :func:`seqctc.scan_rnn` and :func:`seqctc.bidirectional_rnn`:
-    padded frames keep the state and give zero outputs, and the backward
-    direction reads each row's own valid frames from last to first (torch's
-    packed-sequence semantics). Dropout, if any, acts between layers, as in
-    torch. ``forward_cells[l]`` / ``backward_cells[l]`` hold torch's
-    ``*_l{l}`` / ``*_l{l}_reverse`` parameters.
+    Built on :func:`seqctc.stacked_rnn`: padded frames keep the state and give
+    zero outputs, and the backward direction reads each row's own valid frames
+    from last to first (torch's packed-sequence semantics). Dropout, if any,
+    acts between layers, as in torch. ``forward_cells[l]`` /
+    ``backward_cells[l]`` hold torch's ``*_l{l}`` / ``*_l{l}_reverse``
+    parameters.
 
     Unlike ``flax.nnx.RNN``, which wraps one given cell, this takes torch's
     constructor arguments, since it builds one cell per layer and direction.
@@ -165,11 +231,14 @@ class RNN(nnx.Module):
         num_layers: number of stacked layers.
         bidirectional: add a reversed direction per layer; outputs are
             ``[forward; backward]`` on the feature axis.
-        cell_type: ``"gru"`` or ``"rnn"`` (tanh).
+        cell_type: ``"gru"``, ``"lstm"``, ``"rnn"`` (tanh) or ``"rnn_relu"``.
         dropout: dropout rate between layers (inactive under ``model.eval()``).
         return_carry: if true, calls return ``(final_state, outputs)``.
         param_dtype: parameter dtype.
         rngs: ``nnx.Rngs`` (``params``; ``dropout`` when ``dropout > 0``).
+
+    Raises:
+        ValueError: for an unknown ``cell_type`` or ``num_layers < 1``.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -178,6 +247,10 @@ class RNN(nnx.Module):
         >>> rnn = RNN(3, 4, num_layers=2, bidirectional=True, rngs=nnx.Rngs(0))
         >>> rnn(jnp.ones((2, 5, 3)), jnp.zeros((2, 5))).shape
         (2, 5, 8)
+        >>> lstm = RNN(3, 4, cell_type="lstm", return_carry=True, rngs=nnx.Rngs(0))
+        >>> (h_n, c_n), y = lstm(jnp.ones((2, 5, 3)))
+        >>> h_n.shape, c_n.shape, y.shape
+        ((1, 2, 4), (1, 2, 4), (2, 5, 4))
     """
 
     def __init__(
@@ -193,11 +266,12 @@ class RNN(nnx.Module):
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        if cell_type not in _CELLS:
-            raise ValueError(f"`cell_type` must be 'gru' or 'rnn', got {cell_type!r}.")
+        if cell_type not in CELLS:
+            raise ValueError(
+                f"`cell_type` must be one of {sorted(CELLS)}, got {cell_type!r}."
+            )
         if num_layers < 1:
             raise ValueError(f"`num_layers` must be positive, got {num_layers}.")
-        cell_cls = _CELLS[cell_type]
         self.in_features = in_features
         self.hidden_features = hidden_features
         self.num_layers = num_layers
@@ -208,10 +282,12 @@ class RNN(nnx.Module):
         sizes = [in_features] + [dirs * hidden_features] * (num_layers - 1)
         kw = dict(param_dtype=param_dtype, rngs=rngs)
         self.forward_cells = nnx.List(
-            [cell_cls(d, hidden_features, **kw) for d in sizes]
+            [_cell_module(cell_type, d, hidden_features, **kw) for d in sizes]
         )
         self.backward_cells = nnx.List(
-            [cell_cls(d, hidden_features, **kw) for d in sizes] if bidirectional else []
+            [_cell_module(cell_type, d, hidden_features, **kw) for d in sizes]
+            if bidirectional
+            else []
         )
         self.dropout = nnx.Dropout(dropout, rngs=rngs) if dropout > 0 else None
 
@@ -220,7 +296,7 @@ class RNN(nnx.Module):
         x: ArrayLike,
         paddings: ArrayLike | None = None,
         *,
-        initial_state: ArrayLike | None = None,
+        initial_state: Any = None,
         return_carry: bool | None = None,
     ):
         r"""Runs the stack.
@@ -228,48 +304,46 @@ class RNN(nnx.Module):
         Args:
             x: ``[B, T, D]`` inputs.
             paddings: ``[B, T]`` paddings, 1.0 = padded; ``None`` = all valid.
-            initial_state: ``[L * dirs, B, H]`` (torch's ``h_0``); zeros if None.
+            initial_state: ``[L * dirs, B, H]`` (torch's ``h_0``), or for the
+                LSTM the pair ``(h_0, c_0)``; zeros if None.
             return_carry: overrides the constructor's ``return_carry``.
 
         Returns:
             ``[B, T, dirs * H]`` outputs (zero on padded frames), or
-            ``(final_state [L * dirs, B, H], outputs)`` with ``return_carry``.
+            ``(final_state, outputs)`` with ``return_carry``: ``final_state``
+            ``[L * dirs, B, H]`` (torch's ``h_n``), the pair ``(h_n, c_n)`` for
+            the LSTM.
         """
         x = jnp.asarray(x)
         if paddings is None:
             paddings = jnp.zeros(x.shape[:2], jnp.float32)
-        dirs = 2 if self.bidirectional else 1
-        finals = []
-        outputs = x
-        for i, fwd in enumerate(self.forward_cells):
-            if i > 0 and self.dropout is not None:
-                outputs = self.dropout(outputs)
-            init = None
-            if initial_state is not None:
-                init = jnp.asarray(initial_state)[dirs * i : dirs * (i + 1)]
-            if self.bidirectional:
-                bwd = self.backward_cells[i]
-                outputs, h = bidirectional_rnn(
-                    fwd.step_fn,
-                    fwd.params,
-                    bwd.params,
-                    outputs,
-                    paddings,
-                    initial_state=init,
-                )
-            else:
-                outputs, h = scan_rnn(
-                    fwd.step_fn,
-                    fwd.params,
-                    outputs,
-                    paddings,
-                    initial_state=None if init is None else init[0],
-                )
-                h = h[None]
-            finals.append(h)
+        if self.bidirectional:
+            layers = [
+                (f.params, b.params)
+                for f, b in zip(self.forward_cells, self.backward_cells, strict=True)
+            ]
+        else:
+            layers = [f.params for f in self.forward_cells]
+        between = None
+        if self.dropout is not None:
+            dropout = self.dropout
+
+            def between(i, outputs):
+                del i
+                return dropout(outputs)
+
+        final, outputs = stacked_rnn(
+            CELLS[self.cell_type].step,
+            layers,
+            x,
+            paddings,
+            bidirectional=self.bidirectional,
+            initial_state=initial_state,
+            between_layers=between,
+        )[::-1]
         return_carry = self.return_carry if return_carry is None else return_carry
         if return_carry:
-            return jnp.concatenate(finals, axis=0), outputs
+            return final, outputs
         return outputs
 
 
@@ -326,7 +400,9 @@ class SequenceClassifier(nnx.Module):
 
     def __call__(self, x: ArrayLike, paddings: ArrayLike | None = None) -> Array:
         """``[B, T, D]`` inputs (and ``[B, T]`` paddings) to ``[B, K]`` logits."""
-        final, _ = self.rnn(x, paddings)  # [L * dirs, B, H]
+        final, _ = self.rnn(x, paddings)  # [L * dirs, B, H] (h_n, c_n for an LSTM)
+        if self.rnn.cell_type == "lstm":
+            final = final[0]
         top = final[-self.dirs :]  # [dirs, B, H]
         last = jnp.concatenate(list(top), axis=-1)  # [B, dirs * H]
         return self.linear(last)

@@ -145,7 +145,7 @@ def test_sequence_tagger_trains_with_nnx_jit():
 
 def test_bad_arguments_raise_value_error():
     with pytest.raises(ValueError, match="`cell_type`"):
-        RNN(4, 5, cell_type="lstm", rngs=nnx.Rngs(0))
+        RNN(4, 5, cell_type="transformer", rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="`num_layers`"):
         RNN(4, 5, num_layers=0, rngs=nnx.Rngs(0))
     rnn = RNN(4, 5, rngs=nnx.Rngs(0))
