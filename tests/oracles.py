@@ -39,3 +39,15 @@ def paddings(lengths, max_len):
     """``[B, T]`` float32 right paddings, 1.0 = padded."""
     lengths = np.asarray(lengths)
     return (np.arange(max_len)[None, :] >= lengths[:, None]).astype(np.float32)
+
+
+def lstm_step(w_ih, w_hh, b_ih, b_hh, h, c, x):
+    """One LSTM step in torch's convention (gates i, f, g, o); returns (h', c')."""
+    hid = w_hh.shape[1]
+    a = x @ w_ih.T + b_ih + h @ w_hh.T + b_hh
+    i = sigmoid(a[..., :hid])
+    f = sigmoid(a[..., hid : 2 * hid])
+    g = np.tanh(a[..., 2 * hid : 3 * hid])
+    o = sigmoid(a[..., 3 * hid :])
+    c_new = f * c + i * g
+    return o * np.tanh(c_new), c_new
