@@ -151,16 +151,39 @@ def _time(rng: np.random.Generator, length: int) -> str:
     return f"{int(rng.integers(0, 24)):02d}{int(minute):02d}"
 
 
+def _book(make: Callable[[np.random.Generator], str], size: int) -> tuple[str, ...]:
+    """``size`` distinct strings of ``make``, the same in every run (a fixed
+    seed): the postcodes and phone numbers of one address book."""
+    rng, book = np.random.default_rng(1234), {}
+    while len(book) < size:
+        book.setdefault(make(rng), None)
+    return tuple(book)
+
+
+# A département (01-95), a district digit, 0, then mostly 0.
+POSTCODES = _book(
+    lambda rng: (
+        f"{int(rng.integers(1, 96)):02d}{int(rng.integers(10))}0"
+        f"{0 if rng.random() < 0.7 else int(rng.integers(10))}"
+    ),
+    100,
+)
+# Mobile numbers: 06 or 07 and six digits.
+PHONES = _book(
+    lambda rng: (
+        f"0{int(rng.choice([6, 7]))}"
+        + "".join(str(d) for d in rng.integers(0, 10, size=6))
+    ),
+    100,
+)
+
+
 def _postcode(rng: np.random.Generator, length: int) -> str:
-    """A département (01-95), a district digit, 0, then mostly 0."""
-    last = 0 if rng.random() < 0.7 else int(rng.integers(10))
-    return f"{int(rng.integers(1, 96)):02d}{int(rng.integers(10))}0{last}"
+    return POSTCODES[rng.integers(len(POSTCODES))]
 
 
 def _phone(rng: np.random.Generator, length: int) -> str:
-    """A mobile number: 06 or 07 and six free digits."""
-    free = "".join(str(d) for d in rng.integers(0, 10, size=6))
-    return f"0{int(rng.choice([6, 7]))}{free}"
+    return PHONES[rng.integers(len(PHONES))]
 
 
 # (name, weight, lengths it can take or None for any, generator(rng, length)).
@@ -183,7 +206,9 @@ def draw_strings(rng: np.random.Generator, num: int, config: Config) -> list[lis
     ``--strings uniform``: a uniform length and uniform digits, which leave a
     language model nothing to learn but the length. ``--strings numbers``: a
     format drawn from `FORMATS` among those that fit the length range (the
-    amounts fit any), then a string of that format.
+    amounts fit any), then a string of that format: years 1950-2029, dates
+    (DDMMYY, DDMMYYYY), 24-hour times, round amounts, counts 1-99, and the
+    100 postcodes and 100 phone numbers of a fixed address book.
     """
     low, high = config.min_digits, config.max_digits
     if config.strings == "uniform":
