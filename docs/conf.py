@@ -1,7 +1,8 @@
 """Sphinx configuration for the seqctc documentation.
 
 Build: ``pip install -e ".[docs]" && sphinx-build -W -b html docs docs/_build/html``.
-No network is needed: intersphinx is off and every page is local.
+No network is needed, to build or to read: intersphinx is off, every page is
+local, and MathJax is bundled (``sphinx-mathjax-offline``).
 """
 
 import os
@@ -25,6 +26,8 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    # MathJax 3 bundled into _static/mathjax: formulas render offline.
+    "sphinx-mathjax-offline",
     "sphinx.ext.viewcode",
     "seqctc_docs",
 ]
@@ -51,7 +54,8 @@ napoleon_numpy_docstring = False
 napoleon_use_rtype = False
 napoleon_use_ivar = False
 
-# No network: no intersphinx, MathJax is loaded by the reader's browser.
+# No network: no intersphinx; MathJax is served from _static/mathjax (the
+# seqctc_docs extension fails the build if a page loads it from elsewhere).
 html_theme = "furo"
 html_title = f"seqctc {release}"
 html_static_path = ["_static"]

@@ -143,11 +143,7 @@ def test_docs_code_runs():
 def test_api_pages_list_every_public_name():
     import seqctc
 
-    sys.path.insert(0, str(DOCS / "_ext"))
-    try:
-        seqctc_docs = importlib.import_module("seqctc_docs")
-    finally:
-        sys.path.remove(str(DOCS / "_ext"))
+    seqctc_docs = _docs_extension()
     listed = {n for _, names in seqctc_docs._package_sections(seqctc) for n in names}
     exported = getattr(seqctc, "__all__", None) or [
         n for n in vars(seqctc) if not n.startswith("_")
@@ -155,3 +151,112 @@ def test_api_pages_list_every_public_name():
     expected = {n for n in exported if n not in seqctc_docs.SUBMODULES}
     assert listed == expected
     assert "lengths_to_paddings" in listed and "ctc_loss" in listed
+
+
+# ------------------------------------------------------------ offline reading
+
+
+def _docs_extension():
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        return importlib.import_module("seqctc_docs")
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+
+
+def test_offline_check_flags_remote_and_missing_files(tmp_path):
+    seqctc_docs = _docs_extension()
+    (tmp_path / "_static" / "mathjax").mkdir(parents=True)
+    (tmp_path / "_static" / "mathjax" / "tex-chtml.js").write_text("")
+    (tmp_path / "_static" / "style.css").write_text("")
+    good = (
+        '<link rel="stylesheet" href="_static/style.css?v=1">'
+        '<script defer="defer" src="_static/mathjax/tex-chtml.js"></script>'
+        '<div class="math notranslate nohighlight">\\[x\\]</div>'
+    )
+    (tmp_path / "good.html").write_text(good)
+    assert seqctc_docs.offline_problems(str(tmp_path)) == []
+    cdn = "https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "cdn.html").write_text(
+        f'<script src="{cdn}"></script><span class="math">\\(x\\)</span>'
+        '<img src="../_images/missing.png">'
+    )
+    problems = seqctc_docs.offline_problems(str(tmp_path))
+    assert problems == [
+        f"sub/cdn.html loads {cdn}",
+        "sub/cdn.html refers to ../_images/missing.png, which is not built",
+        "sub/cdn.html has math but does not load _static/mathjax",
+    ]
+
+
+MATH_PAGE = """# Math
+
+Inline $\\alpha_t(s) = \\log \\sum_{s'} e^{\\alpha_{t-1}(s')}$ and display:
+
+$$
+\\mathcal{L}_{\\mathrm{CTC}} = -\\log \\sum_{\\pi \\in \\mathcal{B}^{-1}(l)}
+\\prod_t y_t^{\\pi_t}
+$$
+"""
+
+
+def _browser() -> str | None:
+    import shutil
+
+    for name in ("chromium-headless-shell", "chromium", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+def test_math_renders_offline_in_a_headless_browser(tmp_path):
+    """A page built with the docs' configuration shows typeset formulas in a
+    browser that can reach no network (every host name fails to resolve).
+
+    Needs the ``docs`` extra and a Chromium (``apt-get install
+    chromium-headless-shell``); skipped without them. The build writes a
+    screenshot, ``math.png``, next to the page.
+    """
+    import pytest
+
+    for module in ("sphinx", "myst_parser", "furo", "sphinx-mathjax-offline"):
+        pytest.importorskip(module)
+    browser = _browser()
+    if browser is None:
+        pytest.skip("no headless Chromium installed")
+    src, out = tmp_path / "src", tmp_path / "html"
+    src.mkdir()
+    (src / "index.md").write_text(MATH_PAGE, encoding="utf-8")
+    build = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "-q", "-b", "html", "-c", str(DOCS)]
+        + ["-D", "exclude_patterns=api/*", str(src), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, OMP_WAIT_POLICY="PASSIVE"),
+    )
+    assert build.returncode == 0, build.stderr[-3000:]
+    page = (out / "index.html").as_uri()
+    flags = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--virtual-time-budget=15000",
+    ]
+    dom = subprocess.run(
+        [browser, *flags, "--dump-dom", page],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    subprocess.run(
+        [browser, *flags, "--window-size=900,500", f"--screenshot={out / 'math.png'}"]
+        + [page],
+        capture_output=True,
+        timeout=120,
+    )
+    # MathJax replaced both formulas by typeset output; no raw TeX is left.
+    assert dom.count("<mjx-container") == 2, dom[-2000:]
+    assert "\\mathcal" not in dom and "<mjx-merror" not in dom
+    assert (out / "math.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

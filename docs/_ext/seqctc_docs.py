@@ -25,7 +25,20 @@ Two jobs, both done before Sphinx reads any page:
   ``optional-figures`` becomes one ``{figure}`` per matching file, captioned by
   its ``:caption STEM: text`` line (and in that order) or else by its name.
   Otherwise both become a note with the given text, so the build passes
-  (with ``-W``) before and after the files appear.
+  (with ``-W``) before and after the files appear. Figures may live in
+  ``docs/_static/`` or ``docs/_results/`` (Sphinx copies every image a page
+  shows into ``_images/``, excluded folders included); a benchmark script that
+  writes ``docs/_results/bench_ctc_ratio_vs_T.png`` is shown by::
+
+      ```{optional-figures} _results/bench_ctc_*.png
+      :caption bench_ctc_ratio_vs_T: Speed-up over optax against T.
+      The CTC figures appear here once bench_ctc.py has written them.
+      ```
+
+* After the build, every HTML page is checked to load its scripts, styles
+  and images from the built site only (no CDN), and MathJax from the copy
+  that ``sphinx-mathjax-offline`` bundles: the docs read offline, formulas
+  included. A page that breaks this fails the build.
 """
 
 from __future__ import annotations
@@ -249,7 +262,53 @@ def _on_source_read(app, docname: str, source: list[str]) -> None:
         source[0] = _OPTIONAL.sub(lambda m: _expand(app, docname, m), source[0])
 
 
+# ------------------------------------------------------------- offline check
+
+_REFERENCE = re.compile(
+    r"""<(?:script|link|img)\b[^>]*?\b(?:src|href)=["']([^"']+)["']"""
+)
+
+
+def offline_problems(outdir: str) -> list[str]:
+    """Remote or missing scripts, styles and images of the built HTML pages,
+    and pages with math that do not load the bundled MathJax."""
+    problems = []
+    for page in sorted(glob.glob(os.path.join(outdir, "**", "*.html"), recursive=True)):
+        with open(page, encoding="utf-8") as f:
+            html = f.read()
+        name = os.path.relpath(page, outdir)
+        targets = _REFERENCE.findall(html)
+        for target in targets:
+            if re.match(r"^(?:[a-z]+:)?//", target):
+                problems.append(f"{name} loads {target}")
+                continue
+            if target.startswith(("#", "data:", "mailto:")):
+                continue
+            local = os.path.join(os.path.dirname(page), target.split("?")[0])
+            if not os.path.exists(os.path.normpath(local)):
+                problems.append(f"{name} refers to {target}, which is not built")
+        if 'class="math' in html and not any(
+            "_static/mathjax/" in t and t.split("?")[0].endswith(".js") for t in targets
+        ):
+            problems.append(f"{name} has math but does not load _static/mathjax")
+    return problems
+
+
+def _check_offline(app, exc) -> None:
+    if exc is not None or app.builder.format != "html":
+        return
+    problems = offline_problems(app.outdir)
+    if problems:
+        from sphinx.errors import ExtensionError
+
+        raise ExtensionError(
+            "The built pages do not read offline:\n  " + "\n  ".join(problems)
+        )
+
+
 def setup(app):
     app.connect("builder-inited", write_api_pages)
     app.connect("source-read", _on_source_read)
+    # After sphinx-mathjax-offline has copied MathJax (default priority 500).
+    app.connect("build-finished", _check_offline, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
