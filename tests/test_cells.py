@@ -1,4 +1,4 @@
-"""RNN and GRU cells: forward against numpy, hand backward against jax.vjp."""
+"""Elman (tanh, relu), GRU and LSTM cells: forward vs numpy, hand backward vs vjp."""
 
 import chex
 import jax
@@ -13,10 +13,18 @@ import seqctc
 
 CELLS = {
     "rnn": (seqctc.init_rnn_params, seqctc.rnn_step, seqctc.rnn_step_backward),
+    "rnn_relu": (
+        seqctc.init_rnn_params,
+        seqctc.rnn_relu_step,
+        seqctc.rnn_relu_step_backward,
+    ),
     "gru": (seqctc.init_gru_params, seqctc.gru_step, seqctc.gru_step_backward),
+    "lstm": (seqctc.init_lstm_params, seqctc.lstm_step, seqctc.lstm_step_backward),
 }
+GATES = {"rnn": 1, "rnn_relu": 1, "gru": 3, "lstm": 4}
 
-# (h shape, x shape): no batch dim, one, two, and broadcasting batch dims.
+# (h shape, x shape): no batch dim, one, two, and broadcasting batch dims. The
+# LSTM's cell state c has h's shape.
 SHAPES = {
     "nobatch": ((5,), (3,)),
     "twobatch": ((2, 3, 5), (2, 3, 3)),
@@ -25,16 +33,17 @@ SHAPES = {
 }
 
 
-def numpy_rnn_step(p, h, x):
+def numpy_step(cell, p, state, x):
+    """One step in float64 numpy, from torch's equations."""
     p = [np.asarray(a, np.float64) for a in p]
-    return np.tanh(x @ p[0].T + p[2] + h @ p[1].T + p[3])
-
-
-def numpy_gru_step(p, h, x):
-    return oracles.gru_step(*[np.asarray(a, np.float64) for a in p], h, x)
-
-
-NUMPY_STEPS = {"rnn": numpy_rnn_step, "gru": numpy_gru_step}
+    if cell == "lstm":
+        return oracles.lstm_step(*p, *state, x)
+    a = x @ p[0].T + p[2] + state @ p[1].T + p[3]
+    if cell == "rnn":
+        return np.tanh(a)
+    if cell == "rnn_relu":
+        return np.maximum(a, 0)
+    return oracles.gru_step(*p, state, x)
 
 
 def _random(seed, cell, shapes):
@@ -46,6 +55,8 @@ def _random(seed, cell, shapes):
     params = type(params)(*(2.0 * p for p in params))
     h = rng.normal(size=h_shape).astype(np.float32)
     x = rng.normal(size=x_shape).astype(np.float32)
+    if cell == "lstm":
+        return params, (h, rng.normal(size=h_shape).astype(np.float32)), x
     return params, h, x
 
 
@@ -57,10 +68,11 @@ class CellTest(chex.TestCase):
         for name in ("twobatch", "hbroadcast")
     )
     def test_forward_matches_numpy(self, cell, shape_name):
-        params, h, x = _random(0, cell, SHAPES[shape_name])
-        got = self.variant(CELLS[cell][1])(params, h, x)
-        expected = NUMPY_STEPS[cell](params, h.astype(np.float64), x)
-        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+        params, state, x = _random(0, cell, SHAPES[shape_name])
+        got = self.variant(CELLS[cell][1])(params, state, x)
+        state64 = jax.tree.map(lambda s: s.astype(np.float64), state)
+        expected = numpy_step(cell, params, state64, x)
+        chex.assert_trees_all_close(got, expected, rtol=1e-5, atol=1e-6)
 
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.named_parameters(
@@ -70,25 +82,31 @@ class CellTest(chex.TestCase):
     )
     def test_hand_backward_equals_vjp(self, cell, shape_name):
         _, step, backward = CELLS[cell]
-        params, h, x = _random(1, cell, SHAPES[shape_name])
-        h_new, vjp = jax.vjp(step, params, h, x)
-        dh_new = np.random.default_rng(2).normal(size=h_new.shape).astype(np.float32)
-        expected = vjp(jnp.asarray(dh_new))
-        dparams, dh, dx = self.variant(backward)(params, h, x, dh_new)
+        params, state, x = _random(1, cell, SHAPES[shape_name])
+        new_state, vjp = jax.vjp(step, params, state, x)
+        rng = np.random.default_rng(2)
+        dnew = jax.tree.map(
+            lambda s: jnp.asarray(rng.normal(size=s.shape).astype(np.float32)),
+            new_state,
+        )
+        expected = vjp(dnew)
+        dparams, dstate, dx = self.variant(backward)(params, state, x, dnew)
         self.assertIsInstance(dparams, type(params))
-        chex.assert_trees_all_equal_shapes((dparams, dh, dx), expected)
-        chex.assert_trees_all_close((dparams, dh, dx), expected, atol=1e-6, rtol=1e-6)
+        chex.assert_trees_all_equal_shapes((dparams, dstate, dx), expected)
+        chex.assert_trees_all_close(
+            (dparams, dstate, dx), expected, atol=1e-6, rtol=1e-6
+        )
 
-    @parameterized.parameters("rnn", "gru")
+    @parameterized.parameters(*CELLS)
     def test_step_gradient_matches_finite_differences(self, cell):
-        params, h, x = _random(3, cell, ((2, 5), (2, 3)))
+        params, state, x = _random(3, cell, ((2, 5), (2, 3)))
         step = CELLS[cell][1]
         check_grads(
-            lambda p, h, x: step(p, h, x), (params, h, x), order=1, modes=["rev"]
+            lambda p, s, x: step(p, s, x), (params, state, x), order=1, modes=["rev"]
         )
 
     def test_init_follows_torch_bound(self):
-        for cell, gates in (("rnn", 1), ("gru", 3)):
+        for cell, gates in GATES.items():
             init = jax.jit(CELLS[cell][0], static_argnums=(1, 2))
             params = init(jax.random.key(0), 7, 16)
             self.assertEqual(
@@ -101,24 +119,57 @@ class CellTest(chex.TestCase):
             self.assertEqual(params.w_ih.dtype, jnp.float32)
 
 
-@pytest.mark.parametrize("cell", ["rnn", "gru"])
+def test_lstm_step_matches_torch_lstm_cell():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    cell = torch.nn.LSTMCell(3, 5)
+    rng = np.random.default_rng(4)
+    x, h, c = (rng.normal(size=(2, n)).astype(np.float32) for n in (3, 5, 5))
+    with torch.no_grad():
+        h_t, c_t = cell(torch.from_numpy(x), (torch.from_numpy(h), torch.from_numpy(c)))
+    params = seqctc.LSTMParams(
+        *(jnp.asarray(p.detach().numpy()) for p in cell.parameters())
+    )
+    h_new, c_new = seqctc.lstm_step(params, (h, c), x)
+    np.testing.assert_allclose(h_new, h_t.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(c_new, c_t.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_relu_backward_is_zero_where_the_preactivation_is_negative():
+    params, h, x = _random(5, "rnn_relu", ((4, 5), (4, 3)))
+    h_new = seqctc.rnn_relu_step(params, h, x)
+    _, dh, _ = seqctc.rnn_relu_step_backward(params, h, x, np.ones((4, 5), np.float32))
+    active = np.asarray(h_new) > 0
+    expected = active.astype(np.float64) @ np.asarray(params.w_hh, np.float64)
+    np.testing.assert_allclose(dh, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
 def test_bad_shapes_raise_value_error_naming_argument(cell):
     init, step, backward = CELLS[cell]
     params = init(jax.random.key(0), 3, 4)
+    lstm = cell == "lstm"
     h, x = jnp.zeros((2, 4)), jnp.zeros((2, 3))
-    with pytest.raises(ValueError, match="`h`"):
-        step(params, jnp.zeros((2, 5)), x)
+    state = (h, h) if lstm else h
+    d_state = (jnp.zeros((3, 4)), h) if lstm else jnp.zeros((3, 4))
+    with pytest.raises(ValueError, match=r"`state\[0\]`" if lstm else "`h`"):
+        step(params, (jnp.zeros((2, 5)), h) if lstm else jnp.zeros((2, 5)), x)
     with pytest.raises(ValueError, match="`x`"):
-        step(params, h, jnp.zeros((2, 2)))
+        step(params, state, jnp.zeros((2, 2)))
     with pytest.raises(ValueError, match="batch dims"):
-        step(params, h, jnp.zeros((3, 3)))
+        step(params, state, jnp.zeros((3, 3)))
     with pytest.raises(ValueError, match="`params.w_hh`"):
-        step(params._replace(w_hh=jnp.zeros((4, 4, 1))), h, x)
+        step(params._replace(w_hh=jnp.zeros((4, 4, 1))), state, x)
     with pytest.raises(ValueError, match="`params.b_ih`"):
-        step(params._replace(b_ih=jnp.zeros(7)), h, x)
+        step(params._replace(b_ih=jnp.zeros(7)), state, x)
     with pytest.raises(ValueError, match="`params`"):
-        step(params[:3], h, x)
-    with pytest.raises(ValueError, match="`dh_new`"):
-        backward(params, h, x, jnp.zeros((3, 4)))
+        step(params[:3], state, x)
+    with pytest.raises(ValueError, match=r"`dstate_new\[0\]`" if lstm else "`dh_new`"):
+        backward(params, state, x, d_state)
     with pytest.raises(ValueError, match="`in_features`"):
         init(jax.random.key(0), 0, 4)
+    if lstm:
+        with pytest.raises(ValueError, match="`state`"):
+            step(params, h, x)
+        with pytest.raises(ValueError, match="`dstate_new`"):
+            backward(params, state, x, h)
