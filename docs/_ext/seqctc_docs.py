@@ -24,8 +24,9 @@ Two jobs, both done before Sphinx reads any page:
   ``optional-include`` becomes MyST's ``{include}`` when the file exists;
   ``optional-figures`` becomes one ``{figure}`` per matching file, captioned by
   its ``:caption STEM: text`` line (and in that order) or else by its name.
-  Otherwise both become a note with the given text, so the build passes
-  (with ``-W``) before and after the files appear. Figures may live in
+  Otherwise both become a note with the given text (nothing, if the block
+  has no text), so the build passes (with ``-W``) before and after the files
+  appear. Figures may live in
   ``docs/_static/`` or ``docs/_results/`` (Sphinx copies every image a page
   shows into ``_images/``, excluded folders included); a benchmark script that
   writes ``docs/_results/bench_ctc_ratio_vs_T.png`` is shown by::
@@ -212,9 +213,10 @@ def _resolve(srcdir: str, docname: str, target: str) -> str:
 
 
 def _note(text: str) -> str:
-    return (
-        "```{note}\n" + (text.strip() or "This content is not available yet.") + "\n```"
-    )
+    """The admonition shown while the file is missing; none for an empty text."""
+    if not text.strip():
+        return ""
+    return "```{note}\n" + text.strip() + "\n```"
 
 
 def _rank(order: list[str], stem: str) -> tuple[int, str]:

@@ -147,6 +147,21 @@ everything from the start of `python examples/digits_ctc.py`: imports,
 compilation, training, evaluation with every decoder, the LM tuning,
 checkpoints and plots. CPU time is the process's user + system time. One-minute
 load average before → after each run (other jobs included): {loads}.
+
+## Plots (the `{c["loss"]}` run)
+
+Loss and greedy test LER during training:
+
+![loss curve](../_static/digits_loss.png)
+
+A test strip, its per-frame CTC posteriors and the Viterbi alignment of the
+true label string (cyan circles):
+
+![posteriors and alignment](../_static/digits_alignment.png)
+
+Test strips with their decodings, mistakes of greedy decoding first (red):
+
+![predictions](../_static/digits_predictions.png)
 """
     return text
 
