@@ -39,6 +39,12 @@ from seqctc._decode import beam_decode
 from seqctc._lm import LanguageModel
 from seqctc._lm import CharNGramLM
 
+# Sparse n-gram and word language models (_ngram.py, _wordlm.py).
+from seqctc._ngram import TokenNGramLM
+from seqctc._wordlm import WordLMFusion
+from seqctc._wordlm import WordNGramLM
+from seqctc._wordlm import WordState
+
 # Viterbi alignment (_align.py).
 from seqctc._align import Alignment
 from seqctc._align import TokenSpans

@@ -78,6 +78,10 @@ class NGramTable:
         backoffs: per order, ``[N_k + 1]`` float32 :math:`\log b` (0 at order n).
         children: per order ``k < n``, ``[N_k + 2]`` int32 start of the run of
             ``(k + 1)``-grams extending each ``k``-gram.
+        max_next: per context length ``k = 0 … n − 1``, ``[N_k + 1]`` float32
+            (``[1]`` for the empty context) upper bound of
+            :math:`\log p(w \mid h)` over ``w`` for a history whose longest
+            listed suffix is that ``k``-gram.
         order: ``n`` (static).
         search_steps: per order ``k < n``, binary-search steps for the longest
             run (static).
@@ -88,6 +92,7 @@ class NGramTable:
     log_probs: tuple[Array, ...]
     backoffs: tuple[Array, ...]
     children: tuple[Array, ...]
+    max_next: tuple[Array, ...]
     order: int
     search_steps: tuple[int, ...]
     host: _Host
@@ -147,6 +152,15 @@ class NGramTable:
             new_context = jnp.full((1,), -1, jnp.int32)
         return score, new_context
 
+    def max_log_prob(self, context: ArrayLike) -> Array:
+        """An upper bound of ``ln p(w | context)`` over every word ``w``."""
+        context = jnp.asarray(context, jnp.int32)
+        bound = self.max_next[0][0]
+        for k in range(1, self.order):
+            node = context[k - 1]
+            bound = jnp.where(node >= 0, self.max_next[k][jnp.maximum(node, 0)], bound)
+        return bound
+
     # ------------------------------------------------------------------ host
 
     @classmethod
@@ -193,11 +207,13 @@ class NGramTable:
                 runs = np.diff(starts[: len(keys) + 1]) if keys else np.zeros(1)
                 longest = int(runs.max()) if runs.size else 0
                 steps.append(max(1, math.ceil(math.log2(longest + 1))))
+        max_next = _max_next(host_grams, order)
         return cls(
             words=tuple(words),
             log_probs=tuple(log_probs),
             backoffs=tuple(backoffs),
             children=tuple(children),
+            max_next=tuple(max_next),
             order=order,
             search_steps=tuple(steps),
             host=_Host(vocab, host_grams),
@@ -206,7 +222,7 @@ class NGramTable:
     def host_log_prob(self, history: Sequence[int], word: int) -> float:
         """``ln p(word | history)`` in float64 on the host (ARPA back-off)."""
         grams = self.host.grams
-        history = tuple(history)[len(history) - (self.order - 1) :]
+        history = tuple(history)[max(0, len(history) - (self.order - 1)) :]
         if self.order == 1:
             history = ()
         backoff = 0.0
@@ -240,9 +256,37 @@ class NGramTable:
 
 jax.tree_util.register_dataclass(
     NGramTable,
-    data_fields=["words", "log_probs", "backoffs", "children"],
+    data_fields=["words", "log_probs", "backoffs", "children", "max_next"],
     meta_fields=["order", "search_steps", "host"],
 )
+
+
+def _max_next(grams: list[dict], order: int) -> list[Array]:
+    """Per context, the largest next-word log probability the back-off allows.
+
+    ``M(h) = max(max_w ln p*(h w), ln b(h) + M(h'))`` with ``M(()) = max_w
+    ln p*(w)``, so ``ln p(w | h) ≤ M(h)`` for every ``w``.
+    """
+    best: list[dict] = [{(): max(v[0] for v in grams[0].values())}]
+    for k in range(1, order):
+        child_max: dict[tuple, float] = {}
+        for gram, (lp, _) in grams[k].items():
+            ctx = gram[:-1]
+            child_max[ctx] = max(child_max.get(ctx, -np.inf), lp)
+        level = {}
+        for gram, (_, bo) in grams[k - 1].items():
+            suffix = gram[1:]
+            while suffix not in best[len(suffix)]:
+                suffix = suffix[1:]
+            level[gram] = max(
+                child_max.get(gram, -np.inf), bo + best[len(suffix)][suffix]
+            )
+        best.append(level)
+    out = [jnp.asarray(np.array([best[0][()]]), jnp.float32)]
+    for k in range(1, order):
+        values = list(best[k].values()) + [0.0]
+        out.append(jnp.asarray(np.maximum(np.array(values), NEG_INF), jnp.float32))
+    return out
 
 
 def _lower_bound(
@@ -574,3 +618,155 @@ def check_order(order: Any) -> int:
     if order < 1:
         raise ValueError(f"`order` must be at least 1, got {order}.")
     return int(order)
+
+
+# ------------------------------------------------------------ token-level LM
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenNGramLM:
+    r"""A sparse token-level (character) n-gram LM for any number of classes.
+
+    The sparse counterpart of :class:`seqctc.CharNGramLM`: the same protocol
+    (:class:`seqctc.LanguageModel`, scores every token as it is emitted), but a
+    back-off :class:`NGramTable` holding only the n-grams seen, so order 3 or
+    more works at K ≈ 6,600 classes. The state is the ``[n − 1]`` int32 context
+    of :meth:`NGramTable.score_word`.
+
+    Attributes:
+        table: the :class:`NGramTable` over classes (plus ``<s>``, ``</s>``,
+            ``<unk>``).
+        class_word: ``[K]`` int32 table word of each class (the blank's is
+            ``<unk>``).
+        num_classes: ``K`` (static).
+        sentence_end: whether :meth:`final_score` scores ``</s>`` (static).
+    """
+
+    table: NGramTable
+    class_word: Array
+    num_classes: int
+    sentence_end: bool = True
+
+    @property
+    def order(self) -> int:
+        return self.table.order
+
+    def initial_state(self) -> Array:
+        return self.table.initial_context(bos=True)
+
+    def score(self, state: ArrayLike, token: ArrayLike) -> tuple[Array, Array]:
+        """``(next context, ln p(token | context))`` for one int32 token."""
+        log_prob, context = self.table.score_word(state, self.class_word[token])
+        return context, log_prob
+
+    def final_score(self, state: ArrayLike) -> Array:
+        if not self.sentence_end:
+            return jnp.zeros((), jnp.float32)
+        return self.table.score_word(state, self.table.host.index[EOS])[0]
+
+    def max_score(self, state: ArrayLike) -> Array:
+        """An upper bound of :meth:`score` over every token."""
+        return self.table.max_log_prob(state)
+
+    def sequence_log_prob(self, tokens: Sequence[int], *, eos: bool = True) -> float:
+        """Natural-log probability of a token sequence after ``<s>``."""
+        ids = [int(self.class_word[int(t)]) for t in tokens]
+        if eos:
+            ids.append(self.table.host.index[EOS])
+        context, total = self.table.initial_context(bos=True), 0.0
+        for i in ids:
+            log_prob, context = self.table.score_word(context, i)
+            total += float(log_prob)
+        return total
+
+    def to_arpa(self, path: Any) -> None:
+        """Writes the model as an ARPA file (words are the class ids or texts)."""
+        self.table.write_arpa(path)
+
+    @classmethod
+    def fit(
+        cls,
+        sequences: Iterable[Sequence[int]],
+        *,
+        order: int,
+        num_classes: int,
+        blank_id: int = 0,
+        discounts: Sequence[Sequence[float]] | None = None,
+        sentence_end: bool = True,
+    ) -> TokenNGramLM:
+        """Modified Kneser–Ney estimate from token sequences (see
+        :func:`kneser_ney_grams`); every class but the blank is in the
+        vocabulary.
+
+        Raises:
+            ValueError: for a bad ``order``, ``num_classes`` or ``blank_id``, or
+                a token outside ``[0, K)`` or equal to the blank.
+
+        Examples:
+            >>> import seqctc
+            >>> lm = seqctc.TokenNGramLM.fit([[1, 2], [1, 1]], order=3, num_classes=3)
+            >>> state, log_p = lm.score(lm.initial_state(), 1)
+            >>> round(float(log_p), 4)
+            -0.4055
+        """
+        order = check_order(order)
+        if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+            raise ValueError(
+                f"`num_classes` must be a positive int, got {num_classes}."
+            )
+        if not 0 <= blank_id < num_classes:
+            raise ValueError(
+                f"`blank_id` must lie in [0, {num_classes}), got {blank_id}."
+            )
+        seqs = []
+        for seq in sequences:
+            seq = [int(x) for x in seq]
+            for x in seq:
+                if not 0 <= x < num_classes or x == blank_id:
+                    raise ValueError(
+                        f"`sequences` holds token {x}, outside [0, {num_classes})"
+                        " or equal to the blank."
+                    )
+            seqs.append(seq)
+        classes = [k for k in range(num_classes) if k != blank_id]
+        vocab, grams, _ = kneser_ney_grams(
+            seqs, order=order, vocab=classes, discounts=discounts
+        )
+        table = NGramTable.from_grams(vocab, grams)
+        return cls._with_classes(
+            table, list(range(num_classes)), blank_id, sentence_end
+        )
+
+    @classmethod
+    def from_arpa(
+        cls,
+        path: Any,
+        tokens: Sequence[str],
+        *,
+        blank_id: int = 0,
+        unk_log_prob: float | None = None,
+        sentence_end: bool = True,
+    ) -> TokenNGramLM:
+        """Loads a token-level ARPA file whose words are the texts ``tokens[k]``."""
+        _, grams = read_arpa(path)
+        tokens = [str(t) for t in tokens]
+        table = table_from_arpa_grams(grams, unk_log_prob=unk_log_prob)
+        return cls._with_classes(table, tokens, blank_id, sentence_end)
+
+    @classmethod
+    def _with_classes(cls, table, words, blank_id, sentence_end) -> TokenNGramLM:
+        class_word = np.array([table.word_id(w) for w in words], np.int32)
+        class_word[blank_id] = table.host.index[UNK]
+        return cls(
+            table=table,
+            class_word=jnp.asarray(class_word),
+            num_classes=len(words),
+            sentence_end=bool(sentence_end),
+        )
+
+
+jax.tree_util.register_dataclass(
+    TokenNGramLM,
+    data_fields=["table", "class_word"],
+    meta_fields=["num_classes", "sentence_end"],
+)

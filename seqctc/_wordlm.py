@@ -109,6 +109,8 @@ class WordNGramLM:
         token_kind: ``[K]`` int32 what each token does (ignore, spell, end a
             word, start a word).
         oov_penalty: float32 scalar ``λ``.
+        max_lookahead: float32 scalar, the largest look-ahead of any partial
+            word (for :meth:`max_score`).
         num_classes: ``K`` (static).
         restrict: whether the lexicon restricts hypotheses (static).
         sentence_end: whether :meth:`final_score` scores ``</s>`` (static).
@@ -122,6 +124,7 @@ class WordNGramLM:
     token_chars: Array
     token_kind: Array
     oov_penalty: Array
+    max_lookahead: Array
     num_classes: int
     restrict: bool
     sentence_end: bool = True
@@ -159,6 +162,39 @@ class WordNGramLM:
         log_prob, _, dead = self._final(state)
         return jnp.where(dead, NEG_INF, log_prob)
 
+    def max_score(self, state: WordState) -> Array:
+        """An upper bound of :meth:`score` over every token (for exact pruning).
+
+        Spelling on moves to a trie node whose look-ahead is at most its
+        parent's (the best word below it), so only a completed word, the start
+        of a new word or leaving the trie can gain.
+        """
+        return self._max_step(state)[0]
+
+    def _max_step(self, state: WordState) -> tuple[Array, Array]:
+        """(bound of the LM increment, whether a word can complete)."""
+        pending = state.node != _ROOT
+        word_lp, _, _ = self._complete(state)
+        completed = jnp.where(pending, word_lp, 0.0) - state.partial
+        if self.lookahead:
+            spell = jnp.where(
+                pending & (state.node > 0),
+                self.node_bound[jnp.maximum(state.node, 0)],
+                self.max_lookahead,
+            )
+            if not self.restrict:
+                spell = jnp.maximum(spell, self._lookahead(jnp.asarray(_OFF_TRIE)))
+            spell = spell - state.partial
+        else:
+            spell = jnp.zeros((), jnp.float32)
+            if not self.restrict:
+                spell = jnp.maximum(
+                    spell, self._lookahead(jnp.asarray(_OFF_TRIE)) - state.partial
+                )
+        start = completed + jnp.maximum(self.max_lookahead, 0.0)
+        bound = jnp.maximum(jnp.maximum(spell, start), jnp.maximum(completed, 0.0))
+        return bound, pending
+
     def with_weights(
         self, lm_weight: ArrayLike = 1.0, insertion_bonus: ArrayLike = 0.0
     ) -> WordLMFusion:
@@ -175,11 +211,11 @@ class WordNGramLM:
         )
 
     def _lookahead(self, node: Array) -> Array:
-        if not self.lookahead:
-            return jnp.zeros(node.shape, jnp.float32)
+        """Look-ahead of a partial word; off the trie it is the ``<unk>`` score."""
         safe = jnp.maximum(node, 0)
         unk = self.table.log_probs[0][self.table.host.index[UNK]] + self.oov_penalty
-        return jnp.where(node >= 0, self.node_bound[safe], unk)
+        on_trie = self.node_bound[safe] if self.lookahead else 0.0
+        return jnp.where(node >= 0, on_trie, unk)
 
     def _complete(self, state: WordState) -> tuple[Array, Array, Array]:
         """The partial word, completed: (log p + oov penalty, context, dead)."""
@@ -294,7 +330,9 @@ class WordNGramLM:
                 in decoding (pyctcdecode's ``unk_score_offset`` is
                 ``λ / ln 10`` before ``α``).
             lookahead: give a partial word the best unigram score of the known
-                words it can become (else 0 until it completes).
+                words it can become (else 0 until it completes); a partial
+                word no known word starts with holds the ``<unk>`` score plus
+                ``oov_penalty`` either way (pyctcdecode penalises it too).
             sentence_end: score ``</s>`` at the end of a hypothesis.
 
         Returns:
@@ -471,6 +509,9 @@ class WordNGramLM:
             token_chars=jnp.asarray(token_chars),
             token_kind=jnp.asarray(kinds),
             oov_penalty=jnp.asarray(oov_penalty, jnp.float32),
+            max_lookahead=jnp.asarray(
+                np.max(bound[1:]) if lookahead and num_nodes > 1 else 0.0, jnp.float32
+            ),
             num_classes=num_classes,
             restrict=lexicon is not None,
             sentence_end=bool(sentence_end),
@@ -488,6 +529,7 @@ jax.tree_util.register_dataclass(
         "token_chars",
         "token_kind",
         "oov_penalty",
+        "max_lookahead",
     ],
     meta_fields=["num_classes", "restrict", "sentence_end", "lookahead"],
 )
@@ -516,12 +558,24 @@ class WordLMFusion:
 
     def score(self, state: WordState, token: ArrayLike) -> tuple[WordState, Array]:
         step = self.lm._step(state, token)
-        fused = self.lm_weight * step.log_prob + self.insertion_bonus * step.words
+        fused = self.lm_weight * step.log_prob + self.insertion_bonus * (
+            step.words.astype(jnp.float32)
+        )
         return step.state, jnp.where(step.dead, NEG_INF, fused)
+
+    def max_score(self, state: WordState) -> Array:
+        """An upper bound of :meth:`score` over every token (+inf if α < 0)."""
+        bound, pending = self.lm._max_step(state)
+        fused = self.lm_weight * bound + jnp.maximum(self.insertion_bonus, 0.0) * (
+            pending.astype(jnp.float32)
+        )
+        return jnp.where(self.lm_weight >= 0, fused, jnp.inf)
 
     def final_score(self, state: WordState) -> Array:
         log_prob, words, dead = self.lm._final(state)
-        fused = self.lm_weight * log_prob + self.insertion_bonus * words
+        fused = self.lm_weight * log_prob + self.insertion_bonus * words.astype(
+            jnp.float32
+        )
         return jnp.where(dead, NEG_INF, fused)
 
 
