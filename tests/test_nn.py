@@ -5,10 +5,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from oracles import gru_step
+from oracles import gru_step, lstm_step
 
 import seqctc
-from seqctc.nn import RNN, GRUCell, RNNCell, SequenceClassifier, SequenceTagger
+from seqctc.nn import (
+    RNN,
+    GRUCell,
+    LSTMCell,
+    RNNCell,
+    SequenceClassifier,
+    SequenceTagger,
+)
 
 
 def _params(cell):
@@ -151,3 +158,62 @@ def test_bad_arguments_raise_value_error():
     rnn = RNN(4, 5, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="`inputs`"):
         rnn(np.zeros((3, 6, 2), np.float32))
+
+
+def test_lstm_cell_has_torch_parameters_and_matches_numpy():
+    cell = LSTMCell(4, 5, rngs=nnx.Rngs(0))
+    assert cell.weight_ih.shape == (20, 4) and cell.bias_hh.shape == (20,)
+    x = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
+    h0, c0 = cell.initialize_carry(x.shape)
+    np.testing.assert_array_equal(h0, np.zeros((2, 5)))
+    np.testing.assert_array_equal(c0, np.zeros((2, 5)))
+    rng = np.random.default_rng(1)
+    h, c = (rng.normal(size=(2, 5)).astype(np.float32) for _ in range(2))
+    (h_new, c_new), y = cell((h, c), x)
+    np.testing.assert_array_equal(y, h_new)
+    expected_h, expected_c = lstm_step(*_params(cell), h, c, x)
+    np.testing.assert_allclose(h_new, expected_h, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(c_new, expected_c, rtol=1e-5, atol=1e-6)
+
+
+def test_relu_rnn_cell_matches_numpy():
+    cell = RNNCell(4, 5, nonlinearity="relu", rngs=nnx.Rngs(0))
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    h = np.random.default_rng(1).normal(size=(3, 5)).astype(np.float32)
+    w_ih, w_hh, b_ih, b_hh = _params(cell)
+    new_carry, _ = cell(h, x)
+    expected = np.maximum(x @ w_ih.T + b_ih + h @ w_hh.T + b_hh, 0)
+    np.testing.assert_allclose(new_carry, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="`nonlinearity`"):
+        RNNCell(4, 5, nonlinearity="gelu", rngs=nnx.Rngs(0))
+
+
+def test_lstm_stack_and_models_match_numpy_loop():
+    x, paddings, lengths = _batch(8)
+    rnn = RNN(4, 5, num_layers=2, cell_type="lstm", rngs=nnx.Rngs(2))
+    (h_n, c_n), outputs = rnn(x, paddings, return_carry=True)
+    assert h_n.shape == c_n.shape == (2, 3, 5)
+    layer_in = x.astype(np.float64)
+    for i, cell in enumerate(rnn.forward_cells):
+        out = np.zeros((3, 6, 5))
+        for b in range(3):
+            h, c = np.zeros(5), np.zeros(5)
+            for t in range(lengths[b]):
+                h, c = lstm_step(*_params(cell), h, c, layer_in[b, t])
+                out[b, t] = h
+            np.testing.assert_allclose(h_n[i, b], h, atol=1e-5)
+            np.testing.assert_allclose(c_n[i, b], c, atol=1e-5)
+        layer_in = out
+    np.testing.assert_allclose(outputs, layer_in, rtol=1e-5, atol=1e-5)
+    # The classifier reads the top layer's h (not c) after the last valid frame.
+    model = SequenceClassifier(4, 5, 3, cell_type="lstm", rngs=nnx.Rngs(0))
+    logits = model(x, paddings)
+    outputs = model.rnn(x, paddings, return_carry=False)
+    top = np.asarray(outputs)[np.arange(3), lengths - 1]
+    kernel = np.asarray(model.linear.kernel[...])
+    bias = np.asarray(model.linear.bias[...])
+    np.testing.assert_allclose(logits, top @ kernel + bias, rtol=1e-5, atol=1e-6)
+    tagger = SequenceTagger(
+        4, 5, 3, cell_type="lstm", bidirectional=True, rngs=nnx.Rngs(0)
+    )
+    assert tagger(x, paddings).shape == (3, 6, 3)
