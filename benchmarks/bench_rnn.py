@@ -1,18 +1,22 @@
-"""GRU layer forward + backward: seqctc vs flax.nnx.RNN(GRUCell) vs torch.nn.GRU.
+"""GRU and LSTM layers forward + backward: seqctc vs flax.nnx.RNN vs torch.
 
-Each call computes the gradient of the sum of a GRU layer's outputs w.r.t. the
-parameters and the inputs. The JAX calls are jitted; torch runs on the CPU with
-two threads. The peers run interleaved in one process on the same inputs; the
-warm-up (compilation) is excluded and each figure is the median of the timed
-repetitions. ``seqctc`` is the default strategy (batch-major loop with the input
-projection inside, hand backward as a ``custom_vjp``, weight gradients as one
-matmul over all frames); the last column is ``scan_rnn``'s alternative strategy
-(time-major ``lax.scan`` differentiated by JAX), kept to justify the choice.
+GRU: ``scan_rnn(gru_step)`` vs ``flax.nnx.RNN(nnx.GRUCell)`` vs ``torch.nn.GRU``;
+LSTM: ``scan_rnn(lstm_step)`` vs ``flax.nnx.RNN(nnx.OptimizedLSTMCell)`` vs
+``torch.nn.LSTM``. Each call computes the gradient of the sum of a layer's
+outputs w.r.t. the parameters and the inputs. The JAX calls are jitted; torch
+runs on the CPU with two threads. The peers run interleaved in one process on
+the same inputs; the warm-up (compilation) is excluded and each figure is the
+median of the timed repetitions. ``seqctc`` is the default strategy
+(batch-major loop with the input projection inside, the cell's hand backward in
+reverse mode, weight gradients as one matmul over all frames); the last column
+is ``scan_rnn``'s alternative strategy (time-major ``lax.scan`` differentiated
+by JAX), kept to justify the choice.
 
 Run from the repository root::
 
     python benchmarks/bench_rnn.py           # writes docs/_results/bench_rnn.md
     python benchmarks/bench_rnn.py --quick   # a short run, nothing written
+    python benchmarks/bench_rnn.py --quick --cells lstm
 """
 
 from __future__ import annotations
@@ -51,73 +55,80 @@ def strategy(name: str):
         _scan._STRATEGY = old
 
 
-def make_seqctc(params, x, paddings, name: str):
-    def loss(params, x):
-        outputs, _ = seqctc.scan_rnn(seqctc.gru_step, params, x, paddings)
+STEPS = {"gru": seqctc.gru_step, "lstm": seqctc.lstm_step}
+INITS = {"gru": seqctc.init_gru_params, "lstm": seqctc.init_lstm_params}
+FLAX_CELLS = {"gru": nnx.GRUCell, "lstm": nnx.OptimizedLSTMCell}
+TORCH = {"gru": torch.nn.GRU, "lstm": torch.nn.LSTM}
+
+
+def make_seqctc(cell, params, x, paddings, name: str):
+    def loss(params, x, paddings):
+        outputs, _ = seqctc.scan_rnn(STEPS[cell], params, x, paddings)
         return jnp.sum(outputs)
 
     fn = jax.jit(jax.grad(loss, argnums=(0, 1)))
     with strategy(name):
-        jax.block_until_ready(fn(params, x))  # compile under the chosen strategy
-    return lambda: jax.block_until_ready(fn(params, x))
+        jax.block_until_ready(fn(params, x, paddings))  # compile, chosen strategy
+    return lambda: jax.block_until_ready(fn(params, x, paddings))
 
 
-def make_flax(d, h, x):
-    rnn = nnx.RNN(nnx.GRUCell(d, h, rngs=nnx.Rngs(0)), rngs=False)
+def make_flax(cell, d, h, x):
+    rnn = nnx.RNN(FLAX_CELLS[cell](d, h, rngs=nnx.Rngs(0)), rngs=False)
     graphdef, state = nnx.split(rnn)
-    carry = jnp.zeros((x.shape[0], h), jnp.float32)
+    zeros = jnp.zeros((x.shape[0], h), jnp.float32)
+    carry = zeros if cell == "gru" else (zeros, zeros)
 
-    def loss(state, x):
+    def loss(state, x, carry):
         model = nnx.merge(graphdef, state)
         return jnp.sum(model(x, initial_carry=carry))
 
     fn = jax.jit(jax.grad(loss, argnums=(0, 1)))
-    jax.block_until_ready(fn(state, x))
-    return lambda: jax.block_until_ready(fn(state, x))
+    jax.block_until_ready(fn(state, x, carry))
+    return lambda: jax.block_until_ready(fn(state, x, carry))
 
 
-def make_torch(d, h, x_np):
-    gru = torch.nn.GRU(d, h, batch_first=True)
+def make_torch(cell, d, h, x_np):
+    module = TORCH[cell](d, h, batch_first=True)
     x = torch.from_numpy(x_np).requires_grad_(True)
 
     def run():
-        gru.zero_grad(set_to_none=True)
+        module.zero_grad(set_to_none=True)
         x.grad = None
-        outputs, _ = gru(x)
+        outputs, _ = module(x)
         outputs.sum().backward()
 
     run()
     return run
 
 
-def bench(shape, reps: int):
+def bench(cell, shape, reps: int):
     b, t, d, h = shape
     rng = np.random.default_rng(0)
     x_np = rng.normal(size=(b, t, d)).astype(np.float32)
     x = jnp.asarray(x_np)
     paddings = jnp.zeros((b, t), jnp.float32)
-    params = seqctc.init_gru_params(jax.random.key(0), d, h)
+    params = INITS[cell](jax.random.key(0), d, h)
     runners = {
-        "seqctc": make_seqctc(params, x, paddings, "fused"),
-        "loop + autodiff": make_seqctc(params, x, paddings, "loop"),
-        "flax nnx": make_flax(d, h, x),
-        "torch": make_torch(d, h, x_np),
+        "seqctc": make_seqctc(cell, params, x, paddings, "fused"),
+        "loop + autodiff": make_seqctc(cell, params, x, paddings, "loop"),
+        "flax nnx": make_flax(cell, d, h, x),
+        "torch": make_torch(cell, d, h, x_np),
     }
     return interleaved_ms(runners, reps)  # the makers compile
 
 
 def table(rows) -> str:
     lines = [
-        "| (B, T, D, H) | seqctc ms | flax nnx ms | torch ms | flax / seqctc "
+        "| cell | (B, T, D, H) | seqctc ms | flax nnx ms | torch ms | flax / seqctc "
         "| torch / seqctc | loop + autodiff ms |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for shape, ms in rows:
+    for cell, shape, ms in rows:
         s = ms["seqctc"]
         lines.append(
-            f"| {shape} | {s:.1f} | {ms['flax nnx']:.1f} | {ms['torch']:.1f} "
-            f"| {ms['flax nnx'] / s:.2f}x | {ms['torch'] / s:.2f}x "
-            f"| {ms['loop + autodiff']:.1f} |"
+            f"| {cell.upper()} | {shape} | {s:.1f} | {ms['flax nnx']:.1f} "
+            f"| {ms['torch']:.1f} | {ms['flax nnx'] / s:.2f}x "
+            f"| {ms['torch'] / s:.2f}x | {ms['loop + autodiff']:.1f} |"
         )
     return "\n".join(lines)
 
@@ -126,11 +137,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short run, no file")
     parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--cells", nargs="+", default=["gru", "lstm"])
     args = parser.parse_args()
     torch.set_num_threads(2)
     reps = 3 if args.quick else max(args.reps, 10)
     shapes = SHAPES[:1] if args.quick else SHAPES
-    rows = [(shape, bench(shape, reps)) for shape in shapes]
+    rows = [
+        (cell, shape, bench(cell, shape, reps))
+        for cell in args.cells
+        for shape in shapes
+    ]
     text = table(rows)
     print(text)
     if args.quick:
@@ -143,12 +159,15 @@ def main():
         "machine is shared, so only the ratios mean anything). "
         f"Median of {reps} interleaved repetitions after a warm-up; "
         "time of one jitted gradient of the summed outputs w.r.t. parameters and "
-        "inputs (float32). Ratios above 1 mean seqctc is faster.\n"
+        "inputs (float32), every array an argument of the jitted function. "
+        "flax runs `nnx.RNN(nnx.GRUCell)` and `nnx.RNN(nnx.OptimizedLSTMCell)` "
+        "with an explicit zero carry. Ratios above 1 mean seqctc is faster.\n"
     )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         "<!-- written by benchmarks/bench_rnn.py -->\n\n"
-        "GRU layer forward + backward (`python benchmarks/bench_rnn.py`):\n\n"
+        "GRU and LSTM layers forward + backward "
+        "(`python benchmarks/bench_rnn.py`):\n\n"
         f"{text}\n\n{facts}"
     )
     print(f"wrote {RESULTS}")
