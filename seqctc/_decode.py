@@ -1,8 +1,18 @@
-"""Decoding CTC outputs: greedy best path and prefix beam search."""
+"""Decoding CTC outputs: greedy best path and prefix beam search.
+
+Layout: one dense pass over the valid frames of ``[B, T, K]`` (the frame
+summary: normaliser, blank, the few best classes), then a ``lax.scan`` over
+small ``[T, B, ·]`` arrays whose steps are the module-level functions below,
+over the named beam state :class:`_Beams`. Design notes and measurements are in
+``docs/concepts/decoding.md`` ("Large vocabularies").
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -10,14 +20,18 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from seqctc._lm import LanguageModel, hotword_automaton
+from seqctc._fusion import Fusion, FusionState, is_fused, make_fusion
+from seqctc._inputs import check_frame_args, positions_valid
+from seqctc._lm import LanguageModel
 from seqctc._types import NEG_INF, Array, ArrayLike
-from seqctc._utils import check_blank_id, check_rank, check_same_dim, compute_dtype
+from seqctc._utils import compute_dtype
 
 # Scores below this are "no path": sums of a few NEG_INF terms stay below it.
 _HALF_NEG_INF = NEG_INF / 2
-# Extensions per prefix tried first when no fusion is on (see _beam_search).
+# Classes per prefix a frame ranks first (see _search_frame).
 _NUM_FAST = 8
+# Bytes of logits one step of the dense pass reads (a chunk of frames).
+_CHUNK_BYTES = 1 << 21
 
 
 class Decoded(NamedTuple):
@@ -30,7 +44,8 @@ class Decoded(NamedTuple):
         scores: ``[B]`` (``[B, top_k]``) float log score of each hypothesis,
             −inf where there is none.
         starts: same shape as ``tokens``, int32 first frame of each emitted
-            token; −1 in unused slots.
+            token (an index into the frame axis of the input); −1 in unused
+            slots.
     """
 
     tokens: Array
@@ -39,37 +54,172 @@ class Decoded(NamedTuple):
     starts: Array
 
 
-def _log_probs(logits: Array, logit_paddings: Array, blank_id: Any) -> Array:
-    """log_softmax in the compute dtype; padded frames are replaced by zeros."""
+# --------------------------------------------------------------------------
+# The dense pass: statistics of every valid frame, read once.
+# --------------------------------------------------------------------------
+
+
+def _map_valid_frames(
+    fn: Callable[[Array], Any], logits: Array, valid: Array, fill: Any
+) -> Any:
+    """``fn`` applied to chunks of the valid frames of ``logits``, scattered back.
+
+    Padded frames are skipped wherever they lie (never read; their entries
+    keep ``fill``), so a mostly padded batch costs its valid frames only, and
+    no copy of ``[B, T, K]`` is made (one chunk of rows at a time).
+
+    Args:
+        fn: maps ``[C, K]`` compute-dtype logits to a pytree of ``[C, ...]``.
+        logits: ``[B, T, K]``.
+        valid: ``[B, T]`` bool.
+        fill: pytree of ``[...]`` values for padded frames (its structure and
+            trailing shapes equal ``fn``'s output).
+
+    Returns:
+        The pytree with leading axes ``[B, T]``.
+    """
+    batch, frames, num_classes = logits.shape
+    rows = batch * frames
     dtype = compute_dtype(logits)
-    padded = logit_paddings > 0  # [B, T]
-    logits = jnp.where(padded[:, :, None], jnp.zeros((), dtype), logits.astype(dtype))
-    return jax.nn.log_softmax(logits, axis=-1)
+
+    def expand(x, n):
+        return jnp.broadcast_to(x, (n, *jnp.shape(x)))
+
+    if rows == 0:
+        return jax.tree.map(
+            lambda x: expand(x, 0).reshape(batch, frames, *jnp.shape(x)), fill
+        )
+    chunk = min(rows, max(8, _CHUNK_BYTES // (4 * num_classes)))
+    num_chunks = -(-rows // chunk)
+    flat = logits.reshape(rows, num_classes)  # [R, K], no copy
+    flat_valid = valid.reshape(rows)
+    # Valid frames first, in order; the tail of the last chunk reads padding.
+    order = jnp.argsort(~flat_valid, stable=True).astype(jnp.int32)  # [R]
+    order = jnp.pad(order, (0, num_chunks * chunk - rows))
+    num_valid = jnp.sum(flat_valid, dtype=jnp.int32)
+    out = jax.tree.map(lambda x: expand(x, num_chunks * chunk), fill)
+
+    def body(i, out):
+        start = i * chunk
+        idx = lax.dynamic_slice_in_dim(order, start, chunk)  # [C]
+        keep = start + jnp.arange(chunk, dtype=jnp.int32) < num_valid
+        x = jnp.take(flat, idx, axis=0).astype(dtype)  # [C, K]
+        x = jnp.where(keep[:, None], x, jnp.zeros((), dtype))
+        return jax.tree.map(
+            lambda o, r: lax.dynamic_update_slice_in_dim(
+                o, r.astype(o.dtype), start, 0
+            ),
+            out,
+            fn(x),
+        )
+
+    out = lax.fori_loop(0, -(-num_valid // chunk), body, out)
+    # Back to frame order: frame r sits at position inverse[r].
+    inverse = (
+        jnp.zeros((rows,), jnp.int32)
+        .at[order[:rows]]
+        .set(jnp.arange(rows, dtype=jnp.int32))
+    )
+    return jax.tree.map(
+        lambda o: jnp.take(o, inverse, axis=0).reshape(batch, frames, *o.shape[1:]),
+        out,
+    )
 
 
-def _check_inputs(logits: ArrayLike, logit_paddings: ArrayLike, blank_id: int):
-    logits = jnp.asarray(logits)
-    logit_paddings = jnp.asarray(logit_paddings)
-    check_rank(logits, 3, "logits")
-    check_rank(logit_paddings, 2, "logit_paddings")
-    check_same_dim(logits, 0, "logits", logit_paddings, 0, "logit_paddings")
-    check_same_dim(logits, 1, "logits", logit_paddings, 1, "logit_paddings")
-    check_blank_id(blank_id, logits.shape[-1])
-    return logits, logit_paddings
+def _log_normaliser(x: Array, top: Array) -> Array:
+    """``[C]`` logsumexp of ``x [C, K]`` given its row maxima ``top [C]``."""
+    safe = jnp.where(jnp.isfinite(top), top, jnp.zeros((), x.dtype))
+    return safe + jnp.log(jnp.sum(jnp.exp(x - safe[:, None]), axis=-1))
 
 
-def _compact(frame_tokens: Array, dtype: jnp.dtype) -> tuple[Array, Array, Array]:
+def _best_class(x: Array) -> tuple[Array, Array]:
+    """``(best class [C] (ties to the lowest), its logit [C])`` of ``x [C, K]``."""
+    num_classes = x.shape[-1]
+    top = jnp.max(x, axis=-1)
+    classes = jnp.arange(num_classes, dtype=jnp.int32)
+    best = jnp.min(
+        jnp.where(x == top[:, None], classes[None, :], num_classes - 1), axis=-1
+    )
+    return best, top
+
+
+def _top_classes(x: Array, count: int) -> tuple[Array, Array]:
+    """The ``count`` largest entries of each row of ``x [C, K]`` and their classes.
+
+    A two-level selection (``lax.top_k`` of a whole row of thousands of classes
+    costs ~30 µs on CPU): the maxima of ``G`` strided groups of ``g`` classes
+    (class ``j + i·G`` in group ``j``), the ``count`` best groups, then the best
+    entries of those groups, which hold the ``count`` best classes.
+
+    Returns:
+        ``(values [C, count], classes [C, count] int32)``, descending.
+    """
+    num_classes = x.shape[-1]
+    size = max(1, int(math.sqrt(num_classes / max(count, 1))))
+    if num_classes <= 256 or size < 4:
+        values, classes = lax.top_k(x, count)
+        return values, classes.astype(jnp.int32)
+    groups = -(-num_classes // size)
+    padded = jnp.pad(
+        x, ((0, 0), (0, size * groups - num_classes)), constant_values=-jnp.inf
+    )
+    group_max = jnp.max(padded.reshape(-1, size, groups), axis=1)  # [C, G]
+    best_group = lax.top_k(group_max, count)[1]
+    # Ascending groups make the candidates ascend by class: ties go low.
+    best_group = jnp.sort(best_group, axis=-1).astype(jnp.int32)  # [C, count]
+    offsets = groups * jnp.arange(size, dtype=jnp.int32)
+    cand = best_group[:, None, :] + offsets[None, :, None]
+    cand = cand.reshape(x.shape[0], size * count)  # [C, g · count]
+    values, pos = lax.top_k(jnp.take_along_axis(padded, cand, axis=-1), count)
+    return values, jnp.take_along_axis(cand, pos, axis=-1)
+
+
+class _FrameSummary(NamedTuple):
+    """What the beam search reads of each frame (``[B, T, ...]``)."""
+
+    normaliser: Array  # [B, T] logsumexp of the frame's logits
+    blank: Array  # [B, T] log p(blank)
+    cand_lp: Array  # [B, T, Q] log p of the best non-blank classes, descending
+    cand_cls: Array  # [B, T, Q] int32 their classes
+
+
+def _summarise(logits: Array, valid: Array, *, blank_id: int, count: int):
+    dtype = compute_dtype(logits)
+    neg = jnp.asarray(NEG_INF, dtype)
+
+    def stats(x):  # [C, K]
+        norm = _log_normaliser(x, jnp.max(x, axis=-1))
+        blank = x[:, blank_id] - norm
+        if count == 0:
+            empty = jnp.zeros((x.shape[0], 0))
+            return _FrameSummary(
+                norm, blank, empty.astype(dtype), empty.astype(jnp.int32)
+            )
+        non_blank = x.at[:, blank_id].set(-jnp.inf)
+        values, classes = _top_classes(non_blank, count)
+        return _FrameSummary(norm, blank, values - norm[:, None], classes)
+
+    fill = _FrameSummary(
+        jnp.zeros((), dtype),
+        jnp.zeros((), dtype),
+        jnp.full((count,), neg),
+        jnp.zeros((count,), jnp.int32),
+    )
+    out = _map_valid_frames(stats, logits, valid, fill)
+    floor = lambda v: jnp.maximum(v, neg)  # noqa: E731  (log 0 = -inf → NEG_INF)
+    return out._replace(blank=floor(out.blank), cand_lp=floor(out.cand_lp))
+
+
+def _compact(frame_tokens: Array) -> tuple[Array, Array, Array]:
     """Packs per-frame emissions (−1 = none) to the left.
 
     Args:
         frame_tokens: ``[..., T]`` int32 token emitted at each frame, or −1.
-        dtype: unused, kept for symmetry.
 
     Returns:
-        ``(tokens, lengths, starts)``: ``[..., T]`` tokens and their first frames,
+        ``(tokens, lengths, starts)``: ``[..., T]`` tokens and their frames,
         right padded with −1, and ``[...]`` counts.
     """
-    del dtype
     num_frames = frame_tokens.shape[-1]
     emit = frame_tokens >= 0
     frames = jnp.broadcast_to(
@@ -81,6 +231,11 @@ def _compact(frame_tokens: Array, dtype: jnp.dtype) -> tuple[Array, Array, Array
     starts = jnp.where(tokens >= 0, jnp.take_along_axis(frames, order, axis=-1), -1)
     lengths = jnp.sum(emit, axis=-1, dtype=jnp.int32)
     return tokens, lengths, starts
+
+
+# --------------------------------------------------------------------------
+# Greedy.
+# --------------------------------------------------------------------------
 
 
 def greedy_decode(
@@ -134,25 +289,107 @@ def greedy_decode(
     See also:
         :func:`beam_decode` for the most probable label sequence.
     """
-    logits, logit_paddings = _check_inputs(logits, logit_paddings, blank_id)
+    logits, logit_paddings = check_frame_args(logits, logit_paddings, blank_id=blank_id)
     dtype = compute_dtype(logits)
-    valid = logit_paddings == 0  # [B, T]
-    logits = jnp.where(valid[:, :, None], logits.astype(dtype), jnp.zeros((), dtype))
-    # argmax and the best log probability need no full log_softmax.
-    best = jnp.argmax(logits, axis=-1).astype(jnp.int32)  # [B, T]
-    best_logit = jnp.take_along_axis(logits, best[:, :, None], axis=-1)[:, :, 0]
-    best_lp = best_logit - jax.nn.logsumexp(logits, axis=-1)
+    valid = positions_valid(logit_paddings)  # [B, T]
+
+    def stats(x):  # [C, K]: best class (ties to the lowest) and its log p
+        best, top = _best_class(x)
+        return best, top - _log_normaliser(x, top)
+
+    fill = (jnp.zeros((), jnp.int32), jnp.zeros((), dtype))
+    best, best_lp = _map_valid_frames(stats, logits, valid, fill)  # [B, T] each
     scores = jnp.sum(jnp.where(valid, best_lp, jnp.zeros((), dtype)), axis=-1)
-    previous = jnp.pad(best[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
-    emit = valid & (best != blank_id) & (best != previous)
-    frame_tokens = jnp.where(emit, best, -1)
-    tokens, lengths, starts = _compact(frame_tokens, dtype)
+    # Repeats merge across padded frames: compare with the previous valid frame.
+    frames = jnp.arange(logits.shape[1], dtype=jnp.int32)
+    last_valid = lax.cummax(jnp.where(valid, frames, -1), axis=1)  # [B, T]
+    previous = jnp.pad(last_valid[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
+    prev_best = jnp.take_along_axis(best, jnp.maximum(previous, 0), axis=1)
+    prev_best = jnp.where(previous >= 0, prev_best, -1)
+    emit = valid & (best != blank_id) & (best != prev_best)
+    tokens, lengths, starts = _compact(jnp.where(emit, best, -1))
     return Decoded(tokens=tokens, lengths=lengths, scores=scores, starts=starts)
 
 
 # --------------------------------------------------------------------------
-# Prefix beam search.
+# Prefix beam search: configuration, state, and the steps of one frame.
 # --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _SearchConfig:
+    """Static facts of one search (hashable, so steps can be partial'd on it).
+
+    ``num_fast`` classes per prefix are ranked first; ``num_exact`` classes
+    provably suffice without fusion (``2W``, see :func:`beam_decode`);
+    ``num_summary`` are read per frame in the dense pass.
+    """
+
+    beam_width: int
+    top_k: int
+    blank_id: int
+    num_classes: int
+    num_allowed: int  # non-blank classes that may extend (prune_top_k)
+    num_fast: int
+    num_exact: int
+    num_summary: int
+    fused: bool
+    thresholded: bool
+
+    @property
+    def fast_is_complete(self) -> bool:
+        return self.num_fast >= self.num_allowed
+
+
+class _Beams(NamedTuple):
+    """The ``W`` prefixes of one utterance (every field ``[W]`` unless noted)."""
+
+    p_b: Array  # log prob of the prefix's paths ending in a blank
+    p_nb: Array  # ... ending in the prefix's last token
+    best_b: Array  # log prob of the best single such path
+    best_nb: Array
+    last: Array  # int32 last token, −1 for the empty prefix
+    length: Array  # int32
+    hashes: Array  # [W, 2] uint32 two rolling hashes of the prefix
+    parent: Array  # [W, 2] uint32 the hashes of the prefix minus its last token
+    bonus: Array  # fused score so far (0 without fusion)
+    fusion: FusionState  # leaves with leading axis W
+
+
+class _Frame(NamedTuple):
+    """One frame of one utterance, as the search reads it."""
+
+    valid: Array  # bool
+    blank: Array  # log p(blank)
+    last_lp: Array  # [W] log p of each prefix's last token
+    last_ext: Array  # [W] the same, NEG_INF where that class may not extend
+    cand_lp: Array  # [Q] the best non-blank classes (NEG_INF where pruned)
+    cand_cls: Array  # [Q] int32
+
+
+class _Stay(NamedTuple):
+    """Scores of the prefixes that stay (after a blank or a repeat)."""
+
+    alive: Array  # [W] bool
+    total: Array  # [W] log(p_b + p_nb) before the frame
+    score: Array  # [W] ranking score of the prefix after the frame
+    child: Array  # [W (child), W (parent)] bool: child = parent + one token
+    p_b: Array  # [W] new p_b, p_nb, best_b, best_nb
+    p_nb: Array
+    best_b: Array
+    best_nb: Array
+    back_b: Array  # [W] int32 back-pointers of the new best paths
+    back_nb: Array
+
+
+class _Picked(NamedTuple):
+    """The ``W`` candidates kept at a frame."""
+
+    score: Array  # [W] descending
+    src: Array  # [W] int32 slot of the prefix they come from
+    is_ext: Array  # [W] bool: an extension (else a stay)
+    token: Array  # [W] int32 the extending class
+    token_lp: Array  # [W] its log p at the frame
 
 
 def _mix_hash(h: Array, token: Array, seed: int) -> Array:
@@ -167,37 +404,15 @@ def _mix_hash(h: Array, token: Array, seed: int) -> Array:
     return x ^ (x >> jnp.uint32(16))
 
 
-# Columns of _Beams.probs and _Beams.prefix.
-_PB, _PNB, _BEST_B, _BEST_NB = range(4)
-_LAST, _LENGTH, _HASH1, _HASH2, _PARENT1, _PARENT2 = range(6)
-
-
-class _Beams(NamedTuple):
-    """Beam state, packed so that a frame takes few (fused) ops."""
-
-    # [B, 4, W] log prob of the paths ending in blank (p_b) and in the last
-    # token (p_nb), and of the best single path of each kind.
-    probs: Array
-    # [B, 6, W] int32 last token (−1 for the empty prefix), prefix length, two
-    # uint32 hashes of the prefix and two of its parent (bit-cast to int32).
-    prefix: Array
-    bonus: Array  # [B, W] fused extra score (LM, insertion, hotwords)
-    lm_state: Any  # pytree, leading axes [B, W]
-    hot_state: Array  # [B, W, H] int32 hotword automaton states
-
-
-class _Stay(NamedTuple):
-    """Per-utterance scores of the prefixes that stay, and their merging."""
-
-    alive: Array  # [W] bool
-    total: Array  # [W] log(p_b + p_nb)
-    score: Array  # [W] ranking score
-    child: Array  # [W (child), W (parent)] bool
-    # [6, W]: new p_b, p_nb, best_b, best_nb; old best_b, best_nb.
-    probs: Array
-    # [8, W] int32: back-pointers (blank end, last-token end), then the six
-    # columns of the prefix.
-    rows: Array
+def _extend_hashes(hashes: Array, token: Array) -> Array:
+    """``[W, 2]`` hashes of the prefixes extended by ``token [W]``."""
+    return jnp.stack(
+        [
+            _mix_hash(hashes[:, 0], token, 0x27D4EB2F),
+            _mix_hash(hashes[:, 1], token, 0x165667B1),
+        ],
+        axis=-1,
+    )
 
 
 def _encode(token: Array, slot: Array, end: Array, width: int) -> Array:
@@ -205,370 +420,375 @@ def _encode(token: Array, slot: Array, end: Array, width: int) -> Array:
     return ((token + 1) * width + slot) * 2 + end
 
 
-def _as_u32(x: Array) -> Array:
-    return lax.bitcast_convert_type(x, jnp.uint32)
+def _initial_beams(cfg: _SearchConfig, fusion: Fusion, dtype) -> _Beams:
+    """Only slot 0, the empty prefix with p_b = 1, is alive."""
+    width = cfg.beam_width
+    neg = jnp.full((width,), NEG_INF, dtype)
+    slot0 = jnp.where(jnp.arange(width) == 0, jnp.zeros((), dtype), neg)
+    state = jax.tree.map(
+        lambda x: jnp.broadcast_to(x, (width, *jnp.shape(x))), fusion.initial_state()
+    )
+    return _Beams(
+        p_b=slot0,
+        p_nb=neg,
+        best_b=slot0,
+        best_nb=neg,
+        last=jnp.full((width,), -1, jnp.int32),
+        length=jnp.zeros((width,), jnp.int32),
+        hashes=jnp.zeros((width, 2), jnp.uint32),
+        parent=jnp.full((width, 2), 0xFFFFFFFF, jnp.uint32),
+        bonus=jnp.zeros((width,), dtype),
+        fusion=state,
+    )
 
 
-def _as_i32(x: Array) -> Array:
-    return lax.bitcast_convert_type(x, jnp.int32)
+def _stay(cfg: _SearchConfig, beams: _Beams, frame: _Frame) -> _Stay:
+    """Every prefix stays (blank, or its last token again); children merge."""
+    width = cfg.beam_width
+    slots = jnp.arange(width, dtype=jnp.int32)
+    neg = jnp.asarray(NEG_INF, beams.p_b.dtype)
+    alive = (beams.p_b > _HALF_NEG_INF) | (beams.p_nb > _HALF_NEG_INF)
+    total = jnp.logaddexp(beams.p_b, beams.p_nb)
+    has_last = beams.length > 0
+    lp_last = jnp.where(has_last, frame.last_lp, neg)
+    ext_last = jnp.where(has_last, frame.last_ext, neg)
+
+    p_b = total + frame.blank
+    p_nb = beams.p_nb + lp_last
+    best_b = jnp.maximum(beams.best_b, beams.best_nb) + frame.blank
+    best_nb = beams.best_nb + lp_last
+    back_b = _encode(-1, slots, (beams.best_nb > beams.best_b).astype(jnp.int32), width)
+
+    # A prefix whose parent is also in the beam collects the parent's extension.
+    child = (
+        alive[:, None]
+        & alive[None, :]
+        & (beams.length[:, None] == beams.length[None, :] + 1)
+        & jnp.all(beams.parent[:, None, :] == beams.hashes[None, :, :], axis=-1)
+    )  # [W (child), W (parent)]
+    has_parent = jnp.any(child, axis=1)
+    par = jnp.argmax(child, axis=1).astype(jnp.int32)
+    same = beams.last[par] == beams.last  # a repeat extends the parent's p_b only
+    merge_pnb = jnp.where(same, beams.p_b[par], total[par]) + ext_last
+    from_nb = ~same & (beams.best_nb[par] > beams.best_b[par])
+    merge_best = jnp.where(from_nb, beams.best_nb[par], beams.best_b[par]) + ext_last
+    p_nb = jnp.where(has_parent, jnp.logaddexp(p_nb, merge_pnb), p_nb)
+    take = has_parent & (merge_best > best_nb)
+    best_nb = jnp.where(take, merge_best, best_nb)
+    back_nb = jnp.where(
+        take,
+        _encode(beams.last, par, from_nb.astype(jnp.int32), width),
+        _encode(-1, slots, 1, width),
+    )
+    return _Stay(
+        alive=alive,
+        total=total,
+        score=jnp.logaddexp(p_b, p_nb) + beams.bonus,
+        child=child,
+        p_b=p_b,
+        p_nb=p_nb,
+        best_b=best_b,
+        best_nb=best_nb,
+        back_b=back_b,
+        back_nb=back_nb,
+    )
+
+
+def _rank(
+    cfg: _SearchConfig,
+    fusion: Fusion,
+    beams: _Beams,
+    st: _Stay,
+    classes: Array,
+    class_lp: Array,
+) -> _Picked:
+    """The ``W`` best of the stays and the extensions by ``classes [n]``.
+
+    ``class_lp [n]`` is their log p (NEG_INF where a class may not extend).
+    Ties go to the lower candidate index (stays first).
+    """
+    width = cfg.beam_width
+    n = classes.shape[0]
+    neg = jnp.asarray(NEG_INF, st.total.dtype)
+    same = beams.last[:, None] == classes[None, :]
+    ext = jnp.where(same, beams.p_b[:, None], st.total[:, None]) + class_lp[None, :]
+    # An extension equal to a prefix already in the beam was merged into its stay.
+    is_last = (beams.last[:, None] == classes[None, :]).astype(jnp.float32)  # [W, n]
+    merged = st.child.astype(jnp.float32).T @ is_last > 0  # [W (parent), n]
+    ext = jnp.where(merged | ~st.alive[:, None], neg, ext)
+    score = ext + beams.bonus[:, None]
+    if cfg.fused:
+        step = jax.vmap(
+            jax.vmap(lambda s, c: fusion.step(s, c, ext.dtype)[1], in_axes=(None, 0)),
+            in_axes=(0, None),
+        )
+        score = score + step(beams.fusion, classes)
+    top, idx = lax.top_k(jnp.concatenate([st.score, score.reshape(-1)]), width)
+    idx = idx.astype(jnp.int32)
+    is_ext = idx >= width
+    flat = jnp.maximum(idx - width, 0)
+    col = flat % max(n, 1)
+    return _Picked(
+        score=top,
+        src=jnp.where(is_ext, flat // max(n, 1), idx),
+        is_ext=is_ext,
+        token=classes[col] if n else jnp.zeros((width,), jnp.int32),
+        token_lp=class_lp[col] if n else jnp.full((width,), neg),
+    )
+
+
+def _is_exact(
+    cfg: _SearchConfig,
+    fusion: Fusion,
+    beams: _Beams,
+    st: _Stay,
+    picked: _Picked,
+    rest_lp: Array,
+) -> Array:
+    """Bool: no class left out (each of log p ≤ ``rest_lp``) beats the picks.
+
+    An extension of prefix ``ℓ`` by such a class scores at most
+    ``log(p_b + p_nb)(ℓ) + rest_lp + bonus(ℓ) + max_c δ(ℓ, c)``.
+    """
+    bound = st.total + rest_lp + beams.bonus
+    if cfg.fused:
+        bound = bound + jax.vmap(lambda s: fusion.delta_bound(s, bound.dtype))(
+            beams.fusion
+        )
+    bound = jnp.max(jnp.where(st.alive, bound, NEG_INF))
+    return (bound < jnp.min(picked.score)) | (bound <= _HALF_NEG_INF)
+
+
+def _update(
+    cfg: _SearchConfig, fusion: Fusion, beams: _Beams, st: _Stay, pk: _Picked
+) -> tuple[_Beams, Array]:
+    """The new beams and their ``[W, 2]`` back-pointers (blank end, token end)."""
+    width = cfg.beam_width
+    src, is_ext, token = pk.src, pk.is_ext, pk.token
+    neg = jnp.asarray(NEG_INF, st.total.dtype)
+
+    def pick(stay_value, ext_value):
+        return jnp.where(is_ext, ext_value, stay_value)
+
+    last = beams.last[src]
+    same = last == token
+    ext_pnb = jnp.where(same, beams.p_b[src], st.total[src]) + pk.token_lp
+    from_nb = ~same & (beams.best_nb[src] > beams.best_b[src])
+    ext_best = jnp.where(from_nb, beams.best_nb[src], beams.best_b[src]) + pk.token_lp
+    hashes = beams.hashes[src]
+    state = jax.tree.map(lambda x: x[src], beams.fusion)
+    bonus = beams.bonus[src]
+    if cfg.fused:
+        ext_state, delta = jax.vmap(lambda s, c: fusion.step(s, c, neg.dtype))(
+            state, token
+        )
+        state = jax.tree.map(
+            lambda e, s: jnp.where(
+                is_ext.reshape((width,) + (1,) * (s.ndim - 1)), e, s
+            ),
+            ext_state,
+            state,
+        )
+        bonus = pick(bonus, bonus + delta)
+    new = _Beams(
+        p_b=pick(st.p_b[src], neg),
+        p_nb=pick(st.p_nb[src], ext_pnb),
+        best_b=pick(st.best_b[src], neg),
+        best_nb=pick(st.best_nb[src], ext_best),
+        last=pick(last, token),
+        length=beams.length[src] + is_ext.astype(jnp.int32),
+        hashes=jnp.where(is_ext[:, None], _extend_hashes(hashes, token), hashes),
+        parent=jnp.where(is_ext[:, None], hashes, beams.parent[src]),
+        bonus=bonus,
+        fusion=state,
+    )
+    back = jnp.stack(
+        [
+            pick(st.back_b[src], _encode(-1, src, 0, width)),
+            pick(
+                st.back_nb[src], _encode(token, src, from_nb.astype(jnp.int32), width)
+            ),
+        ],
+        axis=-1,
+    )
+    return new, back
+
+
+class _FullRow(NamedTuple):
+    """One frame of every utterance, read from the logits in a rare fallback."""
+
+    lp: Array  # [B, K] log p, NEG_INF where a class may not extend
+    valid: Array  # [B]
+
+
+def _allowed(cfg: _SearchConfig, lp: Array, kth: Array, threshold: Array) -> Array:
+    """Which classes of log p ``lp`` may extend (pruning), as a bool mask."""
+    ok = jnp.ones(lp.shape, bool)
+    if cfg.num_allowed < cfg.num_classes - 1:
+        ok = ok & (lp >= kth)
+    if cfg.thresholded:
+        ok = ok & (lp >= threshold)
+    return ok
+
+
+def _search_frame(
+    cfg: _SearchConfig,
+    fusion: Fusion,
+    beams: _Beams,
+    frame: _Frame,
+    full_row: Callable[[], _FullRow],
+) -> tuple[_Beams, Array]:
+    """One frame for the whole batch (``beams`` and ``frame`` batched over B).
+
+    Tier 1 ranks the stays and the extensions of every prefix by the frame's
+    ``num_fast`` best classes. A bound on everything left out proves, in most
+    frames, that the full search keeps the same beams; when it cannot prove it
+    for some utterance, the frame is ranked again (``lax.cond``) over the
+    ``num_exact = 2W`` best classes of the full row, which suffices without
+    fusion, and with fusion once more over every class if the bound fails again.
+    """
+    st = jax.vmap(functools.partial(_stay, cfg))(beams, frame)
+    rank = jax.vmap(functools.partial(_rank, cfg, fusion))
+    exact = jax.vmap(functools.partial(_is_exact, cfg, fusion))
+    dtype = st.total.dtype
+
+    fast = cfg.num_fast
+    picked = rank(beams, st, frame.cand_cls[:, :fast], frame.cand_lp[:, :fast])
+    if not cfg.fast_is_complete:
+        rest = frame.cand_lp[:, fast]
+        ok = exact(beams, st, picked, rest) | ~frame.valid
+
+        def tier2():
+            row = full_row()
+            values, classes = _top_classes(row.lp, cfg.num_exact + 1)
+            pk = rank(beams, st, classes[:, :-1], values[:, :-1])
+            if not cfg.fused or cfg.num_exact >= cfg.num_allowed:
+                return pk
+            ok2 = exact(beams, st, pk, values[:, -1]) | ~row.valid
+
+            def tier3():  # every class
+                classes = jnp.broadcast_to(
+                    jnp.arange(cfg.num_classes, dtype=jnp.int32), row.lp.shape
+                )
+                return rank(beams, st, classes, row.lp)
+
+            return lax.cond(jnp.all(ok2), lambda: pk, tier3)
+
+        picked = lax.cond(jnp.all(ok), lambda: picked, tier2)
+    del dtype
+    new, back = jax.vmap(functools.partial(_update, cfg, fusion))(beams, st, picked)
+    # Padded frames keep the beams and point every slot at itself.
+    keep = frame.valid
+    new = jax.tree.map(
+        lambda n, o: jnp.where(keep.reshape((-1,) + (1,) * (n.ndim - 1)), n, o),
+        new,
+        beams,
+    )
+    width = cfg.beam_width
+    slots = jnp.arange(width, dtype=jnp.int32)
+    identity = jnp.stack(
+        [_encode(-1, slots, 0, width), _encode(-1, slots, 1, width)], axis=-1
+    )
+    back = jnp.where(keep[:, None, None], back, identity)
+    return new, back
+
+
+def _finish(cfg: _SearchConfig, fusion: Fusion, beams: _Beams, back: Array):
+    """Top-k hypotheses of one utterance from its beams and back-pointers.
+
+    Args:
+        back: ``[T, W, 2]`` int32 back-pointers.
+
+    Returns:
+        ``(frame_tokens [top_k, T], scores [top_k])``.
+    """
+    width = cfg.beam_width
+    alive = (beams.p_b > _HALF_NEG_INF) | (beams.p_nb > _HALF_NEG_INF)
+    final = jnp.logaddexp(beams.p_b, beams.p_nb) + beams.bonus
+    if cfg.fused:
+        final = final + jax.vmap(lambda s: fusion.final_score(s, final.dtype))(
+            beams.fusion
+        )
+    final = jnp.where(alive, final, -jnp.inf)
+    scores, order = lax.top_k(final, cfg.top_k)
+    order = order.astype(jnp.int32)
+    end = (beams.best_nb[order] > beams.best_b[order]).astype(jnp.int32)
+
+    def backtrack(carry, back_t):
+        slot, end = carry
+        code = back_t[slot, end]  # [top_k]
+        return ((code // 2) % width, code % 2), code // (2 * width) - 1
+
+    _, frame_tokens = lax.scan(backtrack, (order, end), back, reverse=True)
+    frame_tokens = jnp.where(alive[order][None, :], frame_tokens, -1)  # [T, top_k]
+    return frame_tokens.T, scores
 
 
 def _beam_search(
-    log_probs: Array,
-    ext_log_probs: Array,
-    valid_frames: Array,
-    *,
-    num_cand: int,
-    beam_width: int,
-    top_k: int,
-    blank_id: int,
-    lm: LanguageModel | None,
-    lm_weight: Array,
-    insertion_bonus: Array,
-    hot: tuple[Array, Array] | None,
-    hotword_weight: Array,
-    fused: bool,
-    num_fast: int | None,
-) -> tuple[Array, Array, Array]:
-    """Prefix beam search over a batch.
-
-    Args:
-        log_probs: ``[B, T, K]`` log probabilities (padded frames zeroed).
-        ext_log_probs: ``[B, T, K]`` the same, NEG_INF for classes that may not
-            extend a prefix (blank, pruned classes).
-        valid_frames: ``[B, T]`` bool.
-        num_cand: ``M``, the classes that may extend a prefix at a frame: the
-            ``M`` best by ``ext_log_probs`` (ties to the lower class).
-        num_fast: ``C < M`` or None. Without fusion a prefix's extensions are
-            ordered like ``classes``, so the best ``W`` candidates usually lie
-            among the stays and the first ``C`` extensions of every prefix;
-            a frame is searched that way when a bound proves it for the whole
-            batch, and over all ``M`` extensions otherwise (same result).
-
-    Returns:
-        ``(frame_tokens [B, top_k, T], scores [B, top_k], valid [B, top_k])``.
-    """
-    dtype = log_probs.dtype
-    batch = log_probs.shape[0]
-    width = beam_width
+    cfg: _SearchConfig,
+    fusion: Fusion,
+    logits: Array,
+    valid: Array,
+    threshold: Array,
+) -> tuple[Array, Array]:
+    """Prefix beam search over a batch: ``(frame_tokens [B, top_k, T], scores)``."""
+    batch, frames, _ = logits.shape
+    dtype = compute_dtype(logits)
     neg = jnp.asarray(NEG_INF, dtype)
-    slots = jnp.arange(width, dtype=jnp.int32)
-    no_token = jnp.full((width,), -1, jnp.int32)
-
-    if lm is not None:
-        lm_init = jax.tree.map(
-            lambda x: jnp.broadcast_to(jnp.asarray(x), (batch, width, *jnp.shape(x))),
-            lm.initial_state(),
-        )
-        lm_score_grid = jax.vmap(
-            jax.vmap(lm.score, in_axes=(None, 0)), in_axes=(0, None)
-        )
-        lm_score_rows = jax.vmap(lm.score)
+    summary = _summarise(logits, valid, blank_id=cfg.blank_id, count=cfg.num_summary)
+    # The pruning cut of each frame: its num_allowed-th best class.
+    if cfg.num_allowed < cfg.num_classes - 1:
+        kth = summary.cand_lp[:, :, cfg.num_allowed - 1]
     else:
-        lm_init = jnp.zeros((batch, width), jnp.int32)
-    if hot is not None:
-        hot_trans, hot_lengths = hot  # [H, L + 1, K], [H]
-        num_hot = hot_lengths.shape[0]
-        hot_init = jnp.zeros((batch, width, num_hot), jnp.int32)
-    else:
-        hot_init = jnp.zeros((batch, width, 0), jnp.int32)
-
-    def hot_step(state: Array, token: Array) -> tuple[Array, Array]:
-        """Hotword automaton step; returns (new state, bonus increment in tokens)."""
-        # state [..., H], token [...]
-        h_idx = jnp.broadcast_to(
-            jnp.arange(state.shape[-1], dtype=jnp.int32), state.shape
-        )
-        nxt = hot_trans[h_idx, state, jnp.broadcast_to(token[..., None], state.shape)]
-        lengths = jnp.broadcast_to(hot_lengths, nxt.shape)
-        done = nxt == lengths
-        completed = jnp.sum(jnp.where(done, lengths, 0), axis=-1).astype(dtype)
-        nxt = jnp.where(done, 0, nxt)
-        gain = (
-            completed
-            + jnp.max(nxt, axis=-1, initial=0).astype(dtype)
-            - jnp.max(state, axis=-1, initial=0).astype(dtype)
-        )
-        return nxt, gain
-
-    # Only slot 0 (the empty prefix, p_b = 1) is alive at the start.
-    start = jnp.where(slots == 0, jnp.zeros((), dtype), neg)
-    probs0 = jnp.stack([start, jnp.full((width,), neg)] * 2)
-    no_hash = jnp.full((width,), -1, jnp.int32)  # 0xFFFFFFFF
-    zeros = jnp.zeros((width,), jnp.int32)
-    prefix0 = jnp.stack([no_token, zeros, zeros, zeros, no_hash, no_hash])
-    init = _Beams(
-        probs=jnp.broadcast_to(probs0, (batch, 4, width)),
-        prefix=jnp.broadcast_to(prefix0, (batch, 6, width)),
-        bonus=jnp.zeros((batch, width), dtype),
-        lm_state=lm_init,
-        hot_state=hot_init,
+        kth = jnp.full((batch, frames), neg)
+    cand_lp = jnp.where(
+        _allowed(cfg, summary.cand_lp, kth[:, :, None], threshold)
+        & (jnp.arange(cfg.num_summary) < cfg.num_allowed)[None, None, :],
+        summary.cand_lp,
+        neg,
     )
-    identity = jnp.stack(
-        [_encode(no_token, slots, 0, width), _encode(no_token, slots, 1, width)],
-        axis=-1,
-    )  # [W, 2]
+    rows = jnp.arange(batch)
 
-    def stay(beams: _Beams, lp: Array, ext_lp: Array) -> _Stay:
-        """1. A prefix stays (blank or repeat); 2. children merge extensions."""
-        pb, pnb, best_b, best_nb = beams.probs
-        last, length, hash1, hash2, parent1, parent2 = beams.prefix
-        alive = (pb > _HALF_NEG_INF) | (pnb > _HALF_NEG_INF)
-        total = jnp.logaddexp(pb, pnb)  # [W]
-        has_last = length > 0
-        last_lp = jnp.stack([lp, ext_lp], axis=-1)[jnp.maximum(last, 0)]  # [W, 2]
-        lp_last = jnp.where(has_last, last_lp[:, 0], neg)
-        ext_lp_last = jnp.where(has_last, last_lp[:, 1], neg)
-        lp_blank = lp[blank_id]
-
-        stay_pb = total + lp_blank
-        stay_pnb = pnb + lp_last
-        best_b_from_nb = best_nb > best_b
-        stay_best_b = jnp.maximum(best_b, best_nb) + lp_blank
-        stay_best_nb = best_nb + lp_last
-
-        child = (
-            alive[:, None]
-            & alive[None, :]
-            & (length[:, None] == length[None, :] + 1)
-            & (parent1[:, None] == hash1[None, :])
-            & (parent2[:, None] == hash2[None, :])
-        )  # [W (child), W (parent)]
-        has_parent = jnp.any(child, axis=1)
-        parent = jnp.argmax(child, axis=1).astype(jnp.int32)
-        par = jnp.concatenate([beams.probs, total[None]])[:, parent]
-        par_last = last[parent]
-        p_same = par_last == last
-        merge_pnb = jnp.where(p_same, par[_PB], par[4]) + ext_lp_last
-        p_from_nb = (~p_same) & (par[_BEST_NB] > par[_BEST_B])
-        merge_best = jnp.where(p_from_nb, par[_BEST_NB], par[_BEST_B]) + ext_lp_last
-        stay_pnb = jnp.where(has_parent, jnp.logaddexp(stay_pnb, merge_pnb), stay_pnb)
-        take_ext = has_parent & (merge_best > stay_best_nb)
-        stay_best_nb = jnp.where(take_ext, merge_best, stay_best_nb)
-        stay_bp_nb = jnp.where(
-            take_ext,
-            _encode(last, parent, p_from_nb.astype(jnp.int32), width),
-            identity[:, 1],
+    def step(beams, xs):
+        t, ok, norm, blank, cut, lp, cls = xs
+        # The prefixes' last tokens: a [B, W] gather from the logits at frame t.
+        x = logits[rows[:, None], t, jnp.maximum(beams.last, 0)].astype(dtype)
+        x = jnp.where(ok[:, None], x, jnp.zeros((), dtype))
+        last_lp = jnp.maximum(x - norm[:, None], neg)
+        last_ext = jnp.where(
+            _allowed(cfg, last_lp, cut[:, None], threshold), last_lp, neg
         )
-        stay_bp_b = _encode(no_token, slots, best_b_from_nb.astype(jnp.int32), width)
-        stay_score = jnp.logaddexp(stay_pb, stay_pnb)
-        if fused:
-            stay_score = stay_score + beams.bonus
-        return _Stay(
-            alive=alive,
-            total=total,
-            score=stay_score,
-            child=child,
-            probs=jnp.stack(
-                [stay_pb, stay_pnb, stay_best_b, stay_best_nb, best_b, best_nb]
-            ),
-            rows=jnp.concatenate([jnp.stack([stay_bp_b, stay_bp_nb]), beams.prefix]),
-        )
+        frame = _Frame(ok, blank, last_lp, last_ext, lp, cls)
 
-    def extend(beams: _Beams, st: _Stay, cls: Array, e_cls: Array):
-        """3. Extensions by the classes ``cls [n]`` (``e_cls = ext_lp[cls]``)."""
-        n = cls.shape[0]
-        last = beams.prefix[_LAST]
-        same = last[:, None] == cls[None, :]
-        ext_pnb = (
-            jnp.where(same, beams.probs[_PB, :, None], st.total[:, None])
-            + e_cls[None, :]
-        )
-        merged = jnp.any(
-            st.child[:, :, None] & (last[:, None, None] == cls[None, None, :]),
-            axis=0,
-        )  # [W (parent), n]
-        ext_pnb = jnp.where(merged | ~st.alive[:, None], neg, ext_pnb)
-        ext_score = ext_pnb
-        delta = None
-        if fused:
-            delta = jnp.broadcast_to(insertion_bonus, (width, n))
-            if lm is not None:
-                _, lm_lp = lm_score_grid(beams.lm_state, cls)
-                delta = delta + lm_weight * lm_lp.astype(dtype)
-            if hot is not None:
-                _, gain = hot_step(
-                    jnp.broadcast_to(beams.hot_state[:, None, :], (width, n, num_hot)),
-                    jnp.broadcast_to(cls[None, :], (width, n)),
-                )
-                delta = delta + hotword_weight * gain
-            ext_score = ext_score + beams.bonus[:, None] + delta
-        return ext_pnb, ext_score, delta
+        def full_row():
+            row = lax.dynamic_index_in_dim(logits, t, axis=1, keepdims=False)
+            row = jnp.where(ok[:, None], row.astype(dtype), jnp.zeros((), dtype))
+            row = jnp.maximum(row - norm[:, None], neg)  # [B, K]
+            is_blank = jnp.arange(cfg.num_classes) == cfg.blank_id
+            allowed = _allowed(cfg, row, cut[:, None], threshold) & ~is_blank[None, :]
+            return _FullRow(jnp.where(allowed, row, neg), ok)
 
-    def select(st: _Stay, ext_score: Array, cls: Array, e_cls: Array):
-        """4. The ``W`` best of the ``W + W n`` candidates, by (score, index)."""
-        n = ext_score.shape[-1]
-        scores = jnp.concatenate([st.score, ext_score.reshape(-1)])
-        top, idx = lax.top_k(scores, width)
-        idx = idx.astype(jnp.int32)
-        is_ext = idx >= width
-        flat = jnp.maximum(idx - width, 0)
-        src = jnp.where(is_ext, flat // n, idx)
-        col = flat % n
-        return top, src, col, is_ext, cls[col], e_cls[col]
+        return _search_frame(cfg, fusion, beams, frame, full_row)
 
-    def update(beams, st, top, src, col, is_ext, new_c, e_new, ext_pnb, delta):
-        """5. The new beams and their back-pointers."""
-        sp = st.probs[:, src]  # [6, W]
-        sr = st.rows[:, src]  # [8, W]
-        s_bp_b, s_bp_nb, s_last, s_length, s_hash1, s_hash2, s_par1, s_par2 = sr
-        sel_from_nb = (s_last != new_c) & (sp[5] > sp[4])
-        ext_best = jnp.where(sel_from_nb, sp[5], sp[4]) + e_new
-        if fused:
-            sel_pnb = ext_pnb[src, col]
-            s_bonus = beams.bonus[src]
-            new_bonus = jnp.where(is_ext, s_bonus + delta[src, col], s_bonus)
-        else:
-            sel_pnb = top  # the ranking score is p_nb itself
-            new_bonus = beams.bonus
-        if lm is not None:
-            src_state = jax.tree.map(lambda x: x[src], beams.lm_state)
-            ext_state, _ = lm_score_rows(src_state, new_c)
-            new_lm = jax.tree.map(
-                lambda e, s: jnp.where(
-                    is_ext.reshape((width,) + (1,) * (s.ndim - 1)), e, s
-                ),
-                ext_state,
-                src_state,
-            )
-        else:
-            new_lm = beams.lm_state
-        if hot is not None:
-            ext_hot, _ = hot_step(beams.hot_state[src], new_c)
-            new_hot = jnp.where(is_ext[:, None], ext_hot, beams.hot_state[src])
-        else:
-            new_hot = beams.hot_state
-
-        def pick(stay_val, ext_val):
-            return jnp.where(is_ext, ext_val, stay_val)
-
-        mix1 = _as_i32(_mix_hash(_as_u32(s_hash1), new_c, 0x27D4EB2F))
-        mix2 = _as_i32(_mix_hash(_as_u32(s_hash2), new_c, 0x165667B1))
-        new = _Beams(
-            probs=jnp.stack(
-                [
-                    pick(sp[0], neg),
-                    pick(sp[1], sel_pnb),
-                    pick(sp[2], neg),
-                    pick(sp[3], ext_best),
-                ],
-            ),
-            prefix=jnp.stack(
-                [
-                    pick(s_last, new_c),
-                    s_length + is_ext.astype(jnp.int32),
-                    pick(s_hash1, mix1),
-                    pick(s_hash2, mix2),
-                    pick(s_par1, s_hash1),
-                    pick(s_par2, s_hash2),
-                ],
-            ),
-            bonus=new_bonus,
-            lm_state=new_lm,
-            hot_state=new_hot,
-        )
-        bp = jnp.stack(
-            [
-                pick(s_bp_b, _encode(no_token, src, 0, width)),
-                pick(
-                    s_bp_nb, _encode(new_c, src, sel_from_nb.astype(jnp.int32), width)
-                ),
-            ],
-            axis=-1,
-        )
-        return new, bp
-
-    v_stay = jax.vmap(stay)
-    v_extend = jax.vmap(extend)
-    v_select = jax.vmap(select)
-    v_update = jax.vmap(update)
-
-    def full(beams, st, cls, e_cls):
-        ext_pnb, ext_score, delta = v_extend(beams, st, cls, e_cls)
-        return v_select(st, ext_score, cls, e_cls), ext_pnb, delta
-
-    def step(beams: _Beams, xs):
-        lp, ext_lp, cls, e_cls, is_valid = xs  # [B, K], [B, K], [B, n], [B, n], [B]
-        st = v_stay(beams, lp, ext_lp)
-        if num_fast is None:
-            picked, ext_pnb, delta = full(beams, st, cls, e_cls)
-        else:
-            cls_c, e_c = cls[:, :num_fast], e_cls[:, :num_fast]
-            _, ext_score, _ = v_extend(beams, st, cls_c, e_c)
-            picked = v_select(st, ext_score, cls_c, e_c)
-            # Every extension left out scores at most total + e_cls[C]. The last
-            # selected score is the minimum (a slice of top_k's values would
-            # turn it into a full sort on CPU).
-            bound = jnp.where(st.alive, st.total + e_cls[:, num_fast:], neg)
-            bound = jnp.max(bound, axis=1)
-            exact = (
-                (bound < jnp.min(picked[0], axis=1))
-                | (bound <= _HALF_NEG_INF)
-                | ~is_valid
-            )
-
-            def search_all():
-                e_all, cls_all = lax.top_k(ext_lp, num_cand)
-                return full(beams, st, cls_all.astype(jnp.int32), e_all)[0]
-
-            picked = lax.cond(jnp.all(exact), lambda: picked, search_all)
-            ext_pnb = delta = None
-        new, bp = v_update(beams, st, *picked, ext_pnb, delta)
-        # Padded frames keep the beams and point every slot at itself.
-        new = jax.tree.map(
-            lambda n, o: jnp.where(
-                is_valid.reshape((batch,) + (1,) * (n.ndim - 1)), n, o
-            ),
-            new,
-            beams,
-        )
-        bp = jnp.where(is_valid[:, None, None], bp, identity)
-        return new, bp
-
-    # Candidate classes of each frame by descending ext_log_probs (ties to the
-    # lower class): all M, or the C + 1 the fast path reads.
-    e_cls, classes = lax.top_k(
-        ext_log_probs, num_cand if num_fast is None else num_fast + 1
-    )  # [B, T, n]
+    init = jax.tree.map(
+        lambda x: jnp.broadcast_to(x, (batch, *x.shape)),
+        _initial_beams(cfg, fusion, dtype),
+    )
     time_major = lambda x: jnp.moveaxis(x, 1, 0)  # noqa: E731
     beams, back = lax.scan(
         step,
         init,
         (
-            time_major(log_probs),  # [T, B, K]
-            time_major(ext_log_probs),  # [T, B, K]
-            time_major(classes.astype(jnp.int32)),  # [T, B, n]
-            time_major(e_cls),  # [T, B, n]
-            time_major(valid_frames),  # [T, B]
+            jnp.arange(frames, dtype=jnp.int32),
+            time_major(valid),  # [T, B]
+            time_major(summary.normaliser),  # [T, B]
+            time_major(summary.blank),  # [T, B]
+            time_major(kth),  # [T, B]
+            time_major(cand_lp),  # [T, B, Q]
+            time_major(summary.cand_cls),  # [T, B, Q]
         ),
     )  # back: [T, B, W, 2]
-
-    def finish(beams: _Beams, back: Array):
-        pb, pnb, best_b, best_nb = beams.probs
-        alive = (pb > _HALF_NEG_INF) | (pnb > _HALF_NEG_INF)
-        final = jnp.logaddexp(pb, pnb)
-        if fused:
-            final = final + beams.bonus
-        if lm is not None:
-            final = final + lm_weight * jax.vmap(lm.final_score)(beams.lm_state).astype(
-                dtype
-            )
-        final = jnp.where(alive, final, -jnp.inf)
-        scores, order = lax.top_k(final, top_k)
-        order = order.astype(jnp.int32)
-        found = alive[order]
-        end = (best_nb[order] > best_b[order]).astype(jnp.int32)
-
-        def backtrack(carry, bp_t):
-            slot, end = carry
-            code = bp_t[slot, end]  # [top_k]
-            token = code // (2 * width) - 1
-            return (((code // 2) % width), code % 2), token
-
-        _, frame_tokens = lax.scan(backtrack, (order, end), back, reverse=True)
-        frame_tokens = jnp.where(found[None, :], frame_tokens, -1)  # [T, top_k]
-        return frame_tokens.T, scores, found
-
+    finish = functools.partial(_finish, cfg, fusion)
     return jax.vmap(finish, in_axes=(0, 1))(beams, back)
 
 
@@ -701,7 +921,7 @@ def beam_decode(
     See also:
         :func:`greedy_decode`, :class:`seqctc.CharNGramLM`.
     """
-    logits, logit_paddings = _check_inputs(logits, logit_paddings, blank_id)
+    logits, logit_paddings = check_frame_args(logits, logit_paddings, blank_id=blank_id)
     _check_positive_int(beam_width, "beam_width")
     _check_positive_int(top_k, "top_k")
     if top_k > beam_width:
@@ -711,53 +931,38 @@ def beam_decode(
         )
     if prune_top_k is not None:
         _check_positive_int(prune_top_k, "prune_top_k")
-    num_classes = logits.shape[-1]
-    hot = None
-    if hotwords is not None and len(hotwords) > 0:
-        hot = hotword_automaton(hotwords, num_classes, blank_id)
-    log_probs = _log_probs(logits, logit_paddings, blank_id)  # [B, T, K]
-    dtype = log_probs.dtype
-    log_probs = jnp.maximum(log_probs, jnp.asarray(NEG_INF, dtype))
-    neg = jnp.asarray(NEG_INF, dtype)
-
-    # Classes allowed to extend a prefix, per frame.
-    is_blank = jnp.arange(num_classes) == blank_id
-    ext_lp = jnp.where(is_blank[None, None, :], neg, log_probs)  # [B, T, K]
-    if prune_threshold is not None:
-        threshold = jnp.asarray(prune_threshold, dtype)
-        ext_lp = jnp.where(ext_lp >= threshold, ext_lp, neg)
-    if prune_top_k is not None and prune_top_k < num_classes - 1:
-        # The minimum, not a slice: a slice of top_k turns it into a sort on CPU.
-        kth = jnp.min(lax.top_k(ext_lp, prune_top_k)[0], axis=-1, keepdims=True)
-        ext_lp = jnp.where(ext_lp >= kth, ext_lp, neg)
-    fused = lm is not None or hot is not None
-    if not (isinstance(insertion_bonus, (int, float)) and insertion_bonus == 0):
-        fused = True
-    num_cand = num_classes - 1
-    if not fused:
-        num_cand = min(num_cand, 2 * beam_width)
-    if prune_top_k is not None:
-        num_cand = min(num_cand, prune_top_k)
-    num_cand = max(num_cand, 1)
-
-    # Without fusion, a prefix's extensions rank like the classes; most frames
-    # need only the first few of them (see _beam_search).
-    num_fast = _NUM_FAST if not fused and _NUM_FAST < num_cand else None
-    frame_tokens, scores, _ = _beam_search(
-        log_probs,
-        ext_lp,
-        logit_paddings == 0,
-        num_cand=num_cand,
+    batch, frames, num_classes = logits.shape
+    dtype = compute_dtype(logits)
+    fusion = make_fusion(
+        num_classes=num_classes,
+        blank_id=blank_id,
+        lm=lm,
+        lm_weight=lm_weight,
+        insertion_bonus=insertion_bonus,
+        hotwords=hotwords,
+        hotword_weight=hotword_weight,
+        dtype=dtype,
+    )
+    non_blank = num_classes - 1
+    allowed = non_blank if prune_top_k is None else min(prune_top_k, non_blank)
+    fast = min(_NUM_FAST, allowed)
+    cfg = _SearchConfig(
         beam_width=beam_width,
         top_k=top_k,
         blank_id=blank_id,
-        lm=lm,
-        lm_weight=jnp.asarray(lm_weight, dtype),
-        insertion_bonus=jnp.asarray(insertion_bonus, dtype),
-        hot=hot,
-        hotword_weight=jnp.asarray(hotword_weight, dtype),
-        fused=fused,
-        num_fast=num_fast,
+        num_classes=num_classes,
+        num_allowed=allowed,
+        num_fast=fast,
+        num_exact=min(2 * beam_width, allowed),
+        num_summary=min(non_blank, max(fast + 1, allowed if prune_top_k else 0)),
+        fused=is_fused(lm, insertion_bonus, hotwords),
+        thresholded=prune_threshold is not None,
+    )
+    threshold = jnp.asarray(
+        NEG_INF if prune_threshold is None else prune_threshold, dtype
+    )
+    frame_tokens, scores = _beam_search(
+        cfg, fusion, logits, positions_valid(logit_paddings), threshold
     )  # [B, top_k, T], [B, top_k]
-    tokens, lengths, starts = _compact(frame_tokens, dtype)
+    tokens, lengths, starts = _compact(frame_tokens)
     return Decoded(tokens=tokens, lengths=lengths, scores=scores, starts=starts)

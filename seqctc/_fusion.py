@@ -1,0 +1,177 @@
+"""Shallow fusion for the beam search: LM, insertion bonus and hotwords, one score.
+
+The beam search sees a single object, :class:`Fusion`, with four pure methods
+over a per-prefix state: the state of the empty prefix, the score an extension
+adds (``delta``), the advanced state, an upper bound of ``delta`` over every
+class (what lets the search rank only a few classes per frame and still be
+exact), and the end-of-sentence score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seqctc._lm import LanguageModel, hotword_automaton
+from seqctc._types import Array, ArrayLike
+
+
+class FusionState(NamedTuple):
+    """Per-prefix fusion state; every leaf has the prefixes as leading axes."""
+
+    lm: Any  # the LM's state pytree (an int32 0 without an LM)
+    hot: Array  # [..., H] int32 matched tokens of each hotword (H may be 0)
+
+
+class Fusion(NamedTuple):
+    r"""The fused extension score of a prefix ``ℓ`` by a token ``c``:
+
+    .. math::
+
+        \delta(\ell, c) = \alpha \log p_{lm}(c \mid \ell) + \beta
+            + \gamma\,\bigl(h(\ell c) - h(\ell)\bigr),
+
+    with ``h`` the hotword count. A pytree (arrays as leaves), so it passes
+    through ``jit``. Build one with :func:`make_fusion`.
+    """
+
+    lm: LanguageModel | None
+    lm_weight: Array  # α
+    insertion_bonus: Array  # β
+    hot_trans: Array | None  # [H, L + 1, K] int32 KMP transitions
+    hot_lengths: Array | None  # [H] int32
+    hot_tokens: Array | None  # [U] int32 distinct tokens of the hotwords
+    hotword_weight: Array  # γ
+
+    def initial_state(self) -> FusionState:
+        lm = (
+            jnp.zeros((), jnp.int32)
+            if self.lm is None
+            else jax.tree.map(jnp.asarray, self.lm.initial_state())
+        )
+        num_hot = 0 if self.hot_lengths is None else self.hot_lengths.shape[0]
+        return FusionState(lm=lm, hot=jnp.zeros((num_hot,), jnp.int32))
+
+    def _hot_step(self, state: Array, token: Array) -> tuple[Array, Array]:
+        """``(new hotword state [..., H], gain in matched tokens [...])``."""
+        h_idx = jnp.broadcast_to(
+            jnp.arange(state.shape[-1], dtype=jnp.int32), state.shape
+        )
+        nxt = self.hot_trans[
+            h_idx, state, jnp.broadcast_to(token[..., None], state.shape)
+        ]
+        lengths = jnp.broadcast_to(self.hot_lengths, nxt.shape)
+        done = nxt == lengths
+        completed = jnp.sum(jnp.where(done, lengths, 0), axis=-1)
+        nxt = jnp.where(done, 0, nxt)
+        gain = (
+            completed
+            + jnp.max(nxt, axis=-1, initial=0)
+            - jnp.max(state, axis=-1, initial=0)
+        )
+        return nxt, gain
+
+    def step(
+        self, state: FusionState, token: Array, dtype
+    ) -> tuple[FusionState, Array]:
+        """``(state after token, δ)`` for one prefix state and one token."""
+        delta = self.insertion_bonus.astype(dtype)
+        lm_state = state.lm
+        if self.lm is not None:
+            lm_state, log_p = self.lm.score(state.lm, token)
+            delta = delta + self.lm_weight.astype(dtype) * jnp.asarray(log_p, dtype)
+        hot = state.hot
+        if self.hot_trans is not None:
+            hot, gain = self._hot_step(state.hot, token)
+            delta = delta + self.hotword_weight.astype(dtype) * gain.astype(dtype)
+        return FusionState(lm=lm_state, hot=hot), delta
+
+    def delta_bound(self, state: FusionState, dtype) -> Array:
+        """An upper bound of ``δ(ℓ, c)`` over every class ``c`` (+inf if unknown)."""
+        bound = self.insertion_bonus.astype(dtype)
+        if self.lm is not None:
+            max_score = getattr(self.lm, "max_score", None)
+            alpha = self.lm_weight.astype(dtype)
+            if max_score is None:
+                bound = bound + jnp.asarray(jnp.inf, dtype)
+            else:
+                # log p ≤ max_score; with α < 0 only log p ≤ 0 is usable... no
+                # lower bound of log p exists, so a negative α bounds nothing.
+                top = jnp.asarray(max_score(state.lm), dtype)
+                bound = bound + jnp.where(alpha >= 0, alpha * top, jnp.inf)
+        if self.hot_trans is not None:
+            # A token outside every hotword resets all matches: gain −max(state).
+            # The hotword tokens are few; evaluate them all.
+            tokens = self.hot_tokens
+            states = jnp.broadcast_to(state.hot, (tokens.shape[0], *state.hot.shape))
+            _, gains = self._hot_step(states, tokens)
+            best = jnp.maximum(jnp.max(gains), -jnp.max(state.hot, initial=0)).astype(
+                dtype
+            )
+            gamma = self.hotword_weight.astype(dtype)
+            bound = bound + jnp.where(
+                gamma >= 0,
+                gamma * best,
+                # γ < 0: the gain is at least −(longest hotword) per token.
+                -gamma * jnp.max(self.hot_lengths).astype(dtype),
+            )
+        return bound
+
+    def final_score(self, state: FusionState, dtype) -> Array:
+        """α times the LM's end-of-sentence log probability (0 without an LM)."""
+        if self.lm is None:
+            return jnp.zeros((), dtype)
+        return self.lm_weight.astype(dtype) * jnp.asarray(
+            self.lm.final_score(state.lm), dtype
+        )
+
+
+def is_fused(
+    lm: Any, insertion_bonus: ArrayLike, hotwords: Sequence[Sequence[int]] | None
+) -> bool:
+    """Whether the search needs the fused score (a static decision)."""
+    if lm is not None or (hotwords is not None and len(hotwords) > 0):
+        return True
+    return not (isinstance(insertion_bonus, (int, float)) and insertion_bonus == 0)
+
+
+def make_fusion(
+    *,
+    num_classes: int,
+    blank_id: int,
+    lm: LanguageModel | None,
+    lm_weight: ArrayLike,
+    insertion_bonus: ArrayLike,
+    hotwords: Sequence[Sequence[int]] | None,
+    hotword_weight: ArrayLike,
+    dtype,
+) -> Fusion:
+    """Checks the fusion arguments against ``K`` and builds the :class:`Fusion`.
+
+    Raises:
+        ValueError: if ``lm`` has a ``num_classes`` other than ``K``, or a
+            hotword is empty or holds the blank or a class outside ``[0, K)``.
+    """
+    lm_classes = getattr(lm, "num_classes", None) if lm is not None else None
+    if lm_classes is not None and int(lm_classes) != num_classes:
+        raise ValueError(
+            f"`lm` models {lm_classes} classes but `logits` have {num_classes}."
+        )
+    hot_trans = hot_lengths = hot_tokens = None
+    if hotwords is not None and len(hotwords) > 0:
+        hot_trans, hot_lengths = hotword_automaton(hotwords, num_classes, blank_id)
+        tokens = sorted({int(x) for word in hotwords for x in word})
+        hot_tokens = jnp.asarray(np.array(tokens, np.int32))
+    return Fusion(
+        lm=lm,
+        lm_weight=jnp.asarray(lm_weight, dtype),
+        insertion_bonus=jnp.asarray(insertion_bonus, dtype),
+        hot_trans=hot_trans,
+        hot_lengths=hot_lengths,
+        hot_tokens=hot_tokens,
+        hotword_weight=jnp.asarray(hotword_weight, dtype),
+    )
