@@ -669,14 +669,15 @@ class TokenNGramLM:
         return self.table.max_log_prob(state)
 
     def sequence_log_prob(self, tokens: Sequence[int], *, eos: bool = True) -> float:
-        """Natural-log probability of a token sequence after ``<s>``."""
-        ids = [int(self.class_word[int(t)]) for t in tokens]
+        """Natural-log probability of a token sequence after ``<s>`` (host, float64)."""
+        class_word = np.asarray(self.class_word)
+        ids = [int(class_word[int(t)]) for t in tokens]
         if eos:
             ids.append(self.table.host.index[EOS])
-        context, total = self.table.initial_context(bos=True), 0.0
+        history, total = [self.table.host.index[BOS]], 0.0
         for i in ids:
-            log_prob, context = self.table.score_word(context, i)
-            total += float(log_prob)
+            total += self.table.host_log_prob(history, i)
+            history.append(i)
         return total
 
     def to_arpa(self, path: Any) -> None:

@@ -276,6 +276,9 @@ class WordNGramLM:
     ) -> float:
         """Natural-log probability of a word sequence (= ln 10 · kenlm's score).
 
+        Computed on the host in float64 from the same n-grams as the jittable
+        :meth:`score` (which the tests hold to it and to kenlm).
+
         Args:
             words: a string (split on whitespace) or a sequence of words; words
                 outside the vocabulary score as ``<unk>`` (no ``oov_penalty``).
@@ -284,14 +287,15 @@ class WordNGramLM:
         """
         if isinstance(words, str):
             words = words.split()
-        ids = [self.table.word_id(w) for w in words]
+        table = self.table
+        ids = [table.word_id(w) for w in words]
         if eos:
-            ids.append(self.table.host.index[EOS])
-        context = self.table.initial_context(bos=bos)
+            ids.append(table.host.index[EOS])
+        history = [table.host.index[BOS]] if bos else []
         total = 0.0
         for i in ids:
-            log_prob, context = self.table.score_word(context, i)
-            total += float(log_prob)
+            total += table.host_log_prob(history, i)
+            history.append(i)
         return total
 
     def to_arpa(self, path: Any) -> None:
