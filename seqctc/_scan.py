@@ -250,8 +250,9 @@ def _linear_jvp(primals, tangents, *, trees, **params):
     num_res = trees[0].num_leaves
     if any(type(t) is not ad.Zero for t in tangents[:num_res]):
         raise NotImplementedError(
-            "Second-order derivatives through scan_rnn's fused path are not "
-            "supported; trace it with the 'loop' strategy (seqctc._scan._STRATEGY)."
+            "Second-order derivatives through scan_rnn's fused GRU/LSTM path are "
+            "not supported; wrap the step (e.g. `lambda p, s, x: seqctc.lstm_step("
+            "p, s, x)`) to scan it as a custom step, differentiated by JAX."
         )
     outs = _linear_p.bind(*primals, trees=trees, **params)
     lin = [ad.instantiate_zeros(t) for t in tangents[num_res:]]
