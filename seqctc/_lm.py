@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from seqctc._types import NEG_INF, Array, ArrayLike
-
-# Largest n-gram table CharNGramLM builds (entries of [V**(n-1), V]).
-_MAX_TABLE = 2**26
 
 
 class LanguageModel(Protocol):
@@ -34,52 +32,169 @@ class LanguageModel(Protocol):
         """``log p(end of sentence | prefix)``; return 0.0 if not modelled."""
 
 
+def _hash_tokens(tokens, xp):
+    """uint32 hash of int tokens along the last axis (numpy or jax.numpy)."""
+    tokens = tokens.astype(xp.uint32)
+    h = xp.full(tokens.shape[:-1], 0x811C9DC5, xp.uint32)
+    for i in range(tokens.shape[-1]):
+        h = (h ^ (tokens[..., i] + xp.uint32(1))) * xp.uint32(0x9E3779B1)
+        h = h ^ (h >> xp.uint32(15))
+        h = h * xp.uint32(0x85EBCA6B)
+        h = h ^ (h >> xp.uint32(13))
+    return h
+
+
+class _Table(NamedTuple):
+    """Open-addressing hash table from token tuples ``[j]`` to two floats."""
+
+    keys: Array  # [S, j] int32, −1 in empty slots
+    values: Array  # [S, 2] float32
+
+
+def _build_table(entries: dict, width: int) -> tuple[_Table, int]:
+    """``(table, probes)``: linear probing, load ≤ 1/2, ``probes`` = max reach."""
+    size = 1
+    while size < 2 * max(len(entries), 1):
+        size *= 2
+    keys = np.full((size, width), -1, np.int32)
+    values = np.zeros((size, 2), np.float32)
+    probes = 1
+    if entries:
+        tuples = np.array(list(entries), np.int64).reshape(len(entries), width)
+        hashes = _hash_tokens(tuples.astype(np.uint32), np) & np.uint32(size - 1)
+        for key, h, value in zip(tuples, hashes, entries.values(), strict=True):
+            slot, step = int(h), 0
+            while keys[slot, 0] != -1:
+                slot, step = (slot + 1) & (size - 1), step + 1
+            keys[slot] = key
+            values[slot] = value
+            probes = max(probes, step + 1)
+    return _Table(jnp.asarray(keys), jnp.asarray(values)), probes
+
+
+def _lookup(table: _Table, probes: int, key: Array) -> tuple[Array, Array]:
+    """``(found [...], values [..., 2])`` of int32 ``key [..., j]``."""
+    mask = jnp.uint32(table.keys.shape[0] - 1)
+    start = _hash_tokens(key, jnp) & mask
+    found = jnp.zeros(key.shape[:-1], bool)
+    values = jnp.zeros((*key.shape[:-1], 2), table.values.dtype)
+    for p in range(probes):
+        slot = ((start + jnp.uint32(p)) & mask).astype(jnp.int32)
+        hit = jnp.all(table.keys[slot] == key, axis=-1) & ~found
+        values = jnp.where(hit[..., None], table.values[slot], values)
+        found = found | hit
+    return found, values
+
+
 @dataclasses.dataclass(frozen=True)
 class CharNGramLM:
-    r"""A character (token) n-gram language model stored as a dense table.
+    r"""A character (token) n-gram language model in sparse backoff form.
 
-    The state of a prefix is its last ``order − 1`` tokens encoded as one int
-    (base ``V = num_classes + 1``, the most recent token in the lowest digit;
-    digit ``num_classes`` is the sentence boundary, so the empty prefix is all
-    boundaries). ``log_probs[state, token]`` is the log probability of the next
-    token, column ``num_classes`` the end of sentence. Build one with
-    :meth:`fit`. It is a pytree, so it can be passed through ``jit``.
+    Only the n-grams seen in training are stored (hash tables per order), so
+    the model fits any vocabulary (``K`` in the thousands, orders 3 and more).
+    The probability of a token after a context ``h`` is the stored value when
+    ``(h, w)`` was seen at the longest order that holds it, else the context's
+    backoff weight times the probability after ``h`` without its oldest token:
+
+    .. math::
+
+        p(w \mid h) = \begin{cases} p^*(w \mid h) & (h, w) \text{ stored} \\
+            \gamma(h)\, p(w \mid h') & \text{otherwise,} \end{cases}
+
+    down to a dense unigram row. Interpolated Kneser–Ney and add-k models are
+    exactly of this form (see :meth:`fit`). The state of a prefix is its last
+    ``order − 1`` tokens (an int32 vector, oldest first; token ``num_classes``
+    is the sentence boundary, so the empty prefix is all boundaries). It is a
+    pytree, so it can be passed through ``jit``.
 
     Attributes:
-        log_probs: ``[V ** (order − 1), V]`` float32 conditional log
-            probabilities; tokens outside the support hold ``NEG_INF``.
+        unigram: ``[V]`` float32 log probabilities after the empty context
+            (``V = num_classes + 1``, column ``num_classes`` the sentence end);
+            ``NEG_INF`` outside the support.
+        entries: per order ``j = 2 … n``, a table from ``(h, w)`` (``j``
+            tokens) to ``(log p*(w | h), 0)``.
+        contexts: per order ``j = 2 … n``, a table from ``h`` (``j − 1``
+            tokens) to ``(log γ(h), log max_w p(w | h))``.
         order: ``n`` (static).
         num_classes: ``K``, the classes of the acoustic model (static).
         sentence_end: whether :meth:`final_score` scores the sentence end.
+        probes: per table, the longest probe sequence (static).
     """
 
-    log_probs: Array
+    unigram: Array
+    entries: tuple
+    contexts: tuple
     order: int
     num_classes: int
     sentence_end: bool = True
-
-    @property
-    def num_states(self) -> int:
-        return (self.num_classes + 1) ** (self.order - 1)
+    probes: tuple = ()
 
     def initial_state(self) -> Array:
-        """The all-boundary context of the empty prefix (an int32 scalar)."""
-        return jnp.asarray(self.num_states - 1, jnp.int32)
+        """The all-boundary context of the empty prefix (``[order − 1]`` int32)."""
+        return jnp.full((self.order - 1,), self.num_classes, jnp.int32)
+
+    def _score(self, state: Array, token: Array) -> tuple[Array, Array]:
+        """``(log p(token | state), log max_w p(w | state))`` (broadcasting)."""
+        log_p = jnp.zeros(token.shape, jnp.float32)
+        top = jnp.zeros(token.shape, jnp.float32)
+        backoff = jnp.zeros(token.shape, jnp.float32)
+        found = jnp.zeros(token.shape, bool)
+        found_ctx = jnp.zeros(token.shape, bool)
+        n_probes = iter(self.probes)
+        for j in range(self.order, 1, -1):  # longest context first
+            ctx = state[..., self.order - j :]  # the last j − 1 tokens
+            key = jnp.concatenate([ctx, token[..., None]], axis=-1)
+            hit, value = _lookup(self.entries[self.order - j], next(n_probes), key)
+            new = hit & ~found
+            log_p = jnp.where(new, backoff + value[..., 0], log_p)
+            found = found | hit
+            seen, ctx_value = _lookup(
+                self.contexts[self.order - j], next(n_probes), ctx
+            )
+            new_ctx = seen & ~found_ctx
+            top = jnp.where(new_ctx, backoff + ctx_value[..., 1], top)
+            found_ctx = found_ctx | seen
+            backoff = backoff + jnp.where(seen, ctx_value[..., 0], 0.0)
+        uni = self.unigram[token]
+        log_p = jnp.where(found, log_p, backoff + uni)
+        top = jnp.where(found_ctx, top, backoff + jnp.max(self.unigram))
+        return jnp.maximum(log_p, NEG_INF), top
 
     def score(self, state: ArrayLike, token: ArrayLike) -> tuple[Array, Array]:
         """``(next state, log p(token | state))``; broadcasts over arrays."""
         state = jnp.asarray(state, jnp.int32)
         token = jnp.asarray(token, jnp.int32)
-        log_p = self.log_probs[state, token]
-        new_state = (state * (self.num_classes + 1) + token) % self.num_states
+        state, token = (
+            jnp.broadcast_to(
+                state,
+                (*jnp.broadcast_shapes(state.shape[:-1], token.shape), state.shape[-1]),
+            ),
+            jnp.broadcast_to(
+                token, jnp.broadcast_shapes(state.shape[:-1], token.shape)
+            ),
+        )
+        log_p, _ = self._score(state, token)
+        new_state = jnp.concatenate([state[..., 1:], token[..., None]], axis=-1)
         return new_state, log_p
+
+    def max_score(self, state: ArrayLike) -> Array:
+        """An upper bound of ``log p(w | state)`` over every token ``w``."""
+        state = jnp.asarray(state, jnp.int32)
+        token = jnp.zeros(state.shape[:-1], jnp.int32)
+        return self._score(state, token)[1]
 
     def final_score(self, state: ArrayLike) -> Array:
         """Log probability of the sentence end (0 when ``sentence_end=False``)."""
         state = jnp.asarray(state, jnp.int32)
         if not self.sentence_end:
-            return jnp.zeros(state.shape, self.log_probs.dtype)
-        return self.log_probs[state, self.num_classes]
+            return jnp.zeros(state.shape[:-1], jnp.float32)
+        end = jnp.full(state.shape[:-1], self.num_classes, jnp.int32)
+        return self._score(state, end)[0]
+
+    def state_of(self, context: Sequence[int]) -> Array:
+        """The state after the tokens ``context`` (sentence start before them)."""
+        tokens = [self.num_classes] * (self.order - 1) + [int(x) for x in context]
+        return jnp.asarray(tokens[len(tokens) - (self.order - 1) :], jnp.int32)
 
     @classmethod
     def fit(
@@ -135,9 +250,8 @@ class CharNGramLM:
 
         Raises:
             ValueError: for a bad ``order``, ``num_classes``, ``blank_id``,
-                ``smoothing``, ``add_k`` or ``discount``, a table larger than
-                2**26 entries, or a token outside ``[0, num_classes)`` or equal
-                to the blank in ``sequences``.
+                ``smoothing``, ``add_k`` or ``discount``, or a token outside
+                ``[0, num_classes)`` or equal to the blank in ``sequences``.
 
         Examples:
             >>> import seqctc
@@ -169,19 +283,14 @@ class CharNGramLM:
             raise ValueError(f"`discount` must lie in (0, 1], got {discount}.")
         vocab = num_classes + 1
         boundary = num_classes
-        if vocab ** (order - 1) * vocab > _MAX_TABLE:
-            raise ValueError(
-                f"`order`={order} with {num_classes} classes needs a table of "
-                f"{vocab**order} entries, more than {_MAX_TABLE}."
-            )
         support = np.ones(vocab, bool)
         if blank_id is not None:
             support[blank_id] = False
         support[boundary] = sentence_end
+        size = int(support.sum())
 
-        # Raw counts of the highest order, contexts encoded like the state.
-        num_states = vocab ** (order - 1)
-        counts = np.zeros((num_states, vocab), np.float64)
+        # counts[j][(h, w)] for contexts h of j − 1 tokens, j = 1 … n.
+        counts = [None] + [Counter() for _ in range(order)]
         for sequence in sequences:
             tokens = [int(x) for x in sequence]
             for x in tokens:
@@ -190,49 +299,131 @@ class CharNGramLM:
                         f"`sequences` holds token {x}, outside [0, {num_classes})"
                         " or equal to the blank."
                     )
-            state = num_states - 1
-            targets = tokens + ([boundary] if sentence_end else [])
-            for x in targets:
-                counts[state, x] += 1
-                state = (state * vocab + x) % num_states
-
-        uniform = np.where(support, 1.0 / support.sum(), 0.0)  # [V]
-        if smoothing == "add_k":
-            totals = counts.sum(axis=1, keepdims=True)
-            probs = (counts + add_k) / (totals + add_k * support.sum())
-            probs = np.where(support[None, :], probs, 0.0)
-        else:
-            # Count tables per order j = n, n-1, ..., 1; shape [V**(j-1), V].
-            tables = [counts]
+            padded = [boundary] * (order - 1) + tokens
+            padded += [boundary] if sentence_end else []
+            for i in range(order - 1, len(padded)):
+                counts[order][(tuple(padded[i - order + 1 : i]), padded[i])] += 1
+        if smoothing == "kneser_ney":
+            # Lower orders count distinct left extensions (continuation counts).
             for j in range(order - 1, 0, -1):
-                higher = tables[-1].reshape(vocab, vocab ** (j - 1), vocab)
-                tables.append((higher > 0).sum(axis=0).astype(np.float64))
-            probs = uniform[None, :]  # order 0: [1, V]
-            for j, table in zip(range(1, order + 1), reversed(tables), strict=True):
-                ctx = np.arange(vocab ** (j - 1)) % max(vocab ** (j - 2), 1)
-                lower = probs[ctx] if j > 1 else np.broadcast_to(probs, table.shape)
-                totals = table.sum(axis=1, keepdims=True)
-                types = (table > 0).sum(axis=1, keepdims=True)
-                safe = np.maximum(totals, 1.0)
-                mixed = (
-                    np.maximum(table - discount, 0.0) / safe
-                    + discount * types / safe * lower
-                )
-                probs = np.where(totals > 0, mixed, lower)
+                for (h, w), c in counts[j + 1].items():
+                    if c > 0:
+                        counts[j][(h[1:], w)] += 1
+
+        uniform = np.where(support, 1.0 / size, 0.0)  # [V]
         with np.errstate(divide="ignore"):
-            log_probs = np.where(probs > 0, np.log(probs), NEG_INF)
+            log_uniform = np.log(uniform)
+        # Per order: entries {(h + (w,)): log p*}, contexts {h: (log γ, log max)}.
+        entries = [dict() for _ in range(order + 1)]
+        contexts = [dict() for _ in range(order + 1)]
+
+        def rows(j):
+            by_ctx = defaultdict(dict)
+            for (h, w), c in counts[j].items():
+                by_ctx[h][w] = c
+            return by_ctx
+
+        if smoothing == "add_k":
+            if True:  # one order: add-k at n, the uniform below
+                top_j, lower = order, log_uniform
+                by_ctx = rows(order)
+                if order == 1:
+                    row = np.zeros(vocab)
+                    for w, c in by_ctx.get((), {}).items():
+                        row[w] = c
+                    probs = np.where(
+                        support, (row + add_k) / (row.sum() + add_k * size), 0
+                    )
+                    with np.errstate(divide="ignore"):
+                        unigram = np.log(probs)
+                else:
+                    unigram = log_uniform
+                    for h, row in by_ctx.items():
+                        total = sum(row.values()) + add_k * size
+                        for w, c in row.items():
+                            entries[top_j][h + (w,)] = np.log((c + add_k) / total)
+                        gamma = np.log(add_k * size / total)
+                        best = max(
+                            max(entries[top_j][h + (w,)] for w in row),
+                            gamma + np.max(lower),
+                        )
+                        contexts[top_j][h] = (gamma, best)
+        if smoothing == "kneser_ney":
+            # Order 1 from continuation counts, interpolated with the uniform.
+            row = np.zeros(vocab)
+            for ((), w), c in counts[1].items():
+                row[w] = c
+            total, types = row.sum(), (row > 0).sum()
+            if total > 0:
+                probs = (
+                    np.maximum(row - discount, 0) / total
+                    + discount * types / total * uniform
+                )
+            else:
+                probs = uniform
+            with np.errstate(divide="ignore"):
+                unigram = np.where(probs > 0, np.log(probs), NEG_INF)
+            uni_max = float(np.max(unigram))
+
+            def _chain(h, w):
+                acc = 0.0
+                while h:
+                    value = entries[len(h) + 1].get(h + (w,))
+                    if value is not None:
+                        return acc + value
+                    ctx = contexts[len(h) + 1].get(h)
+                    if ctx is not None:
+                        acc += ctx[0]
+                    h = h[1:]
+                return acc + float(unigram[w])
+
+            def max_log_p(h):
+                while h:
+                    ctx = contexts[len(h) + 1].get(h)
+                    if ctx is not None:
+                        return ctx[1]
+                    h = h[1:]
+                return uni_max
+
+            for j in range(2, order + 1):
+                for h, row in rows(j).items():
+                    total, types = sum(row.values()), len(row)
+                    gamma = discount * types / total
+                    best = -np.inf
+                    for w, c in row.items():
+                        lower = np.exp(_chain(h[1:], w))
+                        value = np.log(max(c - discount, 0) / total + gamma * lower)
+                        entries[j][h + (w,)] = value
+                        best = max(best, value)
+                    log_gamma = np.log(gamma)
+                    contexts[j][h] = (
+                        log_gamma,
+                        max(best, log_gamma + max_log_p(h[1:])),
+                    )
+        entry_tables, context_tables, probes = [], [], []
+        for j in range(order, 1, -1):
+            table, n = _build_table({k: (v, 0.0) for k, v in entries[j].items()}, j)
+            entry_tables.append(table)
+            probes.append(n)
+            table, n = _build_table(contexts[j], j - 1)
+            context_tables.append(table)
+            probes.append(n)
+        unigram = np.maximum(np.where(np.isfinite(unigram), unigram, NEG_INF), NEG_INF)
         return cls(
-            log_probs=jnp.asarray(log_probs, jnp.float32),
+            unigram=jnp.asarray(unigram, jnp.float32),
+            entries=tuple(entry_tables),
+            contexts=tuple(context_tables),
             order=int(order),
             num_classes=int(num_classes),
             sentence_end=bool(sentence_end),
+            probes=tuple(probes),
         )
 
 
 jax.tree_util.register_dataclass(
     CharNGramLM,
-    data_fields=["log_probs"],
-    meta_fields=["order", "num_classes", "sentence_end"],
+    data_fields=["unigram", "entries", "contexts"],
+    meta_fields=["order", "num_classes", "sentence_end", "probes"],
 )
 
 

@@ -68,16 +68,38 @@ def _kneser_ney_dict(corpus, order, support, discount, boundary):
     return lambda ctx, w: prob(tuple(ctx), w, order)
 
 
+_TABLES = {}
+
+
+def _dense_table(lm):
+    """``[V ** (n − 1), V]`` log p(w | context) for every context tuple.
+
+    Row ``Σ_i ctx[i] · V ** (n − 2 − i)`` (oldest token in the highest digit)
+    holds the context ``ctx``; read through ``lm.score``.
+    """
+    if id(lm) in _TABLES:
+        return _TABLES[id(lm)][1]
+    vocab = lm.num_classes + 1
+    contexts = list(itertools.product(range(vocab), repeat=lm.order - 1))
+    contexts = np.array(contexts, np.int32).reshape(len(contexts), lm.order - 1)
+    tokens = np.arange(vocab, dtype=np.int32)
+    states = np.broadcast_to(contexts[:, None, :], (len(contexts), vocab, lm.order - 1))
+    _, table = lm.score(states, np.broadcast_to(tokens, (len(contexts), vocab)))
+    _TABLES[id(lm)] = (lm, np.asarray(table, np.float64))
+    return _TABLES[id(lm)][1]
+
+
 def _lm_log_prob(lm, labels):
     """log p(labels + end) from the table, contexts written out by hand."""
     vocab = lm.num_classes + 1
+    table = _dense_table(lm)
     history = [lm.num_classes] * (lm.order - 1)
     total = 0.0
     for w in list(labels) + [lm.num_classes]:
         state = 0
         for x in history[len(history) - (lm.order - 1) :] if lm.order > 1 else []:
             state = state * vocab + x
-        total += float(lm.log_probs[state, w])
+        total += float(table[state, w])
         history.append(w)
     return total
 
@@ -109,29 +131,40 @@ class CharNGramLMTest(parameterized.TestCase):
             [[1, 2], [1, 1], [2]], order=2, num_classes=3, smoothing="add_k"
         )
         # Support {1, 2, end}; after the start: 1 twice, 2 once.
-        p = np.exp(np.asarray(lm.log_probs))
+        p = np.exp(_dense_table(lm))  # order 2: row = the last token
+
+        def row(state):
+            return int(np.asarray(state)[-1])
+
         start = lm.initial_state()
-        np.testing.assert_allclose(p[start, [1, 2, 3]], [3 / 6, 2 / 6, 1 / 6])
+        np.testing.assert_allclose(
+            p[row(start), [1, 2, 3]], [3 / 6, 2 / 6, 1 / 6], rtol=1e-6
+        )
         # After 1: 2, 1 and the end once each; after 2: the end twice.
         state1, _ = lm.score(start, 1)
-        np.testing.assert_allclose(p[state1, [1, 2, 3]], [2 / 6, 2 / 6, 2 / 6])
+        np.testing.assert_allclose(
+            p[row(state1), [1, 2, 3]], [2 / 6, 2 / 6, 2 / 6], rtol=1e-6
+        )
         state2, log_p = lm.score(state1, 2)
         np.testing.assert_allclose(np.exp(log_p), 2 / 6, rtol=1e-6)
-        np.testing.assert_allclose(p[state2, [1, 2, 3]], [1 / 5, 1 / 5, 3 / 5])
+        np.testing.assert_allclose(
+            p[row(state2), [1, 2, 3]], [1 / 5, 1 / 5, 3 / 5], rtol=1e-6
+        )
         np.testing.assert_allclose(np.exp(lm.final_score(state2)), 3 / 5, rtol=1e-6)
-        self.assertEqual(p[start, 0], 0.0)  # the blank is never predicted
+        self.assertEqual(p[row(start), 0], 0.0)  # the blank is never predicted
 
     @parameterized.parameters(1, 2, 3)
     def test_kneser_ney_equals_dict_counting(self, order):
         lm = seqctc.CharNGramLM.fit(_CORPUS, order=order, num_classes=4, discount=0.6)
         ref = _kneser_ney_dict(_CORPUS, order, {1, 2, 3, 4}, 0.6, boundary=4)
+        table = _dense_table(lm)
         for ctx in itertools.product([1, 2, 3, 4], repeat=order - 1):
             state = 0
             for x in ctx:
                 state = state * 5 + x
             for w in range(5):
                 expected = ref(ctx, w)
-                got = np.exp(float(lm.log_probs[state, w]))
+                got = np.exp(float(table[state, w]))
                 np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-12)
 
     @parameterized.product(
@@ -146,9 +179,10 @@ class CharNGramLMTest(parameterized.TestCase):
             sentence_end=sentence_end,
             add_k=0.5,
         )
-        total = jax.nn.logsumexp(lm.log_probs, axis=-1)
+        table = _dense_table(lm)
+        total = jax.nn.logsumexp(table, axis=-1)
         np.testing.assert_allclose(total, 0.0, atol=1e-5)
-        self.assertTrue(np.all(np.asarray(lm.log_probs[:, 0]) < -1e29))
+        self.assertTrue(np.all(table[:, 0] < -1e29))
 
     def test_state_holds_last_tokens_and_jits(self):
         lm = seqctc.CharNGramLM.fit(_CORPUS, order=3, num_classes=4)
@@ -161,21 +195,19 @@ class CharNGramLMTest(parameterized.TestCase):
             return jax.lax.scan(step, lm.initial_state(), tokens)
 
         state, log_ps = run(lm, jnp.array([2, 1, 3], jnp.int32))
-        self.assertEqual(int(state), 1 * 5 + 3)  # context (1, 3)
+        np.testing.assert_array_equal(state, [1, 3])  # context (1, 3)
+        table = _dense_table(lm)
         np.testing.assert_allclose(
             log_ps,
-            [
-                lm.log_probs[4 * 5 + 4, 2],
-                lm.log_probs[4 * 5 + 2, 1],
-                lm.log_probs[11, 3],
-            ],
+            [table[4 * 5 + 4, 2], table[4 * 5 + 2, 1], table[11, 3]],
+            rtol=1e-6,
         )
 
     def test_static_misuse(self):
         with pytest.raises(ValueError, match="order"):
             seqctc.CharNGramLM.fit(_CORPUS, order=0, num_classes=4)
         with pytest.raises(ValueError, match="order"):
-            seqctc.CharNGramLM.fit(_CORPUS, order=6, num_classes=80)
+            seqctc.CharNGramLM.fit(_CORPUS, order=1.5, num_classes=4)
         with pytest.raises(ValueError, match="sequences"):
             seqctc.CharNGramLM.fit([[0, 1]], order=2, num_classes=4)
         with pytest.raises(ValueError, match="smoothing"):
