@@ -26,6 +26,8 @@ import subprocess
 import sys
 import traceback
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
@@ -190,7 +192,7 @@ def test_offline_check_flags_remote_and_missing_files(tmp_path):
     ]
 
 
-MATH_PAGE = """# Math
+PAGE = """# Math and figures
 
 Inline $\\alpha_t(s) = \\log \\sum_{s'} e^{\\alpha_{t-1}(s')}$ and display:
 
@@ -198,7 +200,86 @@ $$
 \\mathcal{L}_{\\mathrm{CTC}} = -\\log \\sum_{\\pi \\in \\mathcal{B}^{-1}(l)}
 \\prod_t y_t^{\\pi_t}
 $$
+
+```{optional-figures} _results/bench_demo_*.png
+:caption bench_demo_b: Second in name order, first by its caption line.
+Shown while no figure exists.
+```
+
+```{optional-figures} _static/demo_*.png
+Shown while no figure exists.
+```
+
+```{optional-figures} _results/none_*.png
+No figure matches this pattern.
+```
 """
+
+
+def _png() -> bytes:
+    """A valid 1 x 1 grey PNG."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00\x80"))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.fixture(scope="module")
+def built_page(tmp_path_factory) -> pathlib.Path:
+    """One page built with the docs' own configuration (``-c docs``), holding
+    math and figures from ``_results/`` and ``_static/``; its HTML path.
+
+    Needs the ``docs`` extra; skipped without it.
+    """
+    for module in ("sphinx", "myst_parser", "furo", "sphinx-mathjax-offline"):
+        pytest.importorskip(module)
+    root = tmp_path_factory.mktemp("site")
+    src, out = root / "src", root / "html"
+    for folder, names in [
+        ("_results", ["bench_demo_a", "bench_demo_b"]),
+        ("_static", ["demo_c"]),
+    ]:
+        (src / folder).mkdir(parents=True)
+        for name in names:
+            (src / folder / f"{name}.png").write_bytes(_png())
+    (src / "index.md").write_text(PAGE, encoding="utf-8")
+    build = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "-q", "-b", "html", "-c", str(DOCS)]
+        + ["-D", "exclude_patterns=api/*,_results", str(src), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, OMP_WAIT_POLICY="PASSIVE"),
+    )
+    assert build.returncode == 0, build.stderr[-3000:]
+    return out / "index.html"
+
+
+def test_pages_show_figures_from_results_and_static(built_page):
+    html = built_page.read_text(encoding="utf-8")
+    images = re.findall(r'<img[^>]*src="([^"]+)"', html)
+    assert [pathlib.Path(i).name for i in images] == [
+        "bench_demo_b.png",  # captioned first
+        "bench_demo_a.png",
+        "demo_c.png",
+    ]
+    for image in images:
+        assert (built_page.parent / image).read_bytes() == _png()
+    assert "Second in name order, first by its caption line." in html
+    assert html.count("Shown while no figure exists.") == 0
+    assert "No figure matches this pattern." in html
+    # The built site loads nothing from outside itself (the build checks it too).
+    assert _docs_extension().offline_problems(str(built_page.parent)) == []
 
 
 def _browser() -> str | None:
@@ -210,34 +291,18 @@ def _browser() -> str | None:
     return None
 
 
-def test_math_renders_offline_in_a_headless_browser(tmp_path):
-    """A page built with the docs' configuration shows typeset formulas in a
-    browser that can reach no network (every host name fails to resolve).
+def test_math_renders_offline_in_a_headless_browser(built_page):
+    """The built page shows typeset formulas in a browser that can reach no
+    network (every host name fails to resolve).
 
-    Needs the ``docs`` extra and a Chromium (``apt-get install
-    chromium-headless-shell``); skipped without them. The build writes a
-    screenshot, ``math.png``, next to the page.
+    Needs a Chromium (``apt-get install chromium-headless-shell``); skipped
+    without one. Writes a screenshot, ``math.png``, next to the page.
     """
-    import pytest
-
-    for module in ("sphinx", "myst_parser", "furo", "sphinx-mathjax-offline"):
-        pytest.importorskip(module)
     browser = _browser()
     if browser is None:
         pytest.skip("no headless Chromium installed")
-    src, out = tmp_path / "src", tmp_path / "html"
-    src.mkdir()
-    (src / "index.md").write_text(MATH_PAGE, encoding="utf-8")
-    build = subprocess.run(
-        [sys.executable, "-m", "sphinx", "-W", "-q", "-b", "html", "-c", str(DOCS)]
-        + ["-D", "exclude_patterns=api/*", str(src), str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=dict(os.environ, OMP_WAIT_POLICY="PASSIVE"),
-    )
-    assert build.returncode == 0, build.stderr[-3000:]
-    page = (out / "index.html").as_uri()
+    page = built_page.as_uri()
+    out = built_page.parent
     flags = [
         "--no-sandbox",
         "--disable-gpu",
