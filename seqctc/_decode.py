@@ -775,6 +775,11 @@ def _beam_search(
         _initial_beams(cfg, fusion, dtype),
     )
     time_major = lambda x: jnp.moveaxis(x, 1, 0)  # noqa: E731
+    if frames == 0:  # nothing to read: the empty prefix
+        back = jnp.zeros((0, batch, cfg.beam_width, 2), jnp.int32)
+        return jax.vmap(functools.partial(_finish, cfg, fusion), in_axes=(0, 1))(
+            init, back
+        )
     beams, back = lax.scan(
         step,
         init,

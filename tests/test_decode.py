@@ -381,3 +381,107 @@ class BeamPropertiesTest(chex.TestCase):
             seqctc.beam_decode(logits, paddings[:1])
         with pytest.raises(ValueError, match="hotwords"):
             seqctc.beam_decode(logits, paddings, hotwords=[[1, 0]])
+
+
+# --------------------------------------------------------------------------
+# Padding anywhere, degenerate sizes, vocabulary mismatches (issue 19).
+
+
+def _compacted(logits, paddings):
+    """Each row's valid frames moved to the front (right padded), and the map
+    from compacted frame index to original frame index."""
+    batch, frames, _ = logits.shape
+    out = np.zeros_like(logits)
+    index = np.full((batch, frames), -1)
+    lengths = []
+    for b in range(batch):
+        keep = np.flatnonzero(paddings[b] == 0)
+        out[b, : len(keep)] = logits[b, keep]
+        index[b, : len(keep)] = keep
+        lengths.append(len(keep))
+    return out, _paddings(lengths, frames), index
+
+
+class PaddingAnywhereTest(chex.TestCase):
+    def _holes(self, rng, batch, frames, classes):
+        logits = (2.0 * rng.normal(size=(batch, frames, classes))).astype(np.float32)
+        paddings = np.zeros((batch, frames), np.float32)
+        paddings[0, :3] = 1.0  # left padded
+        paddings[1, 4:7] = 1.0  # a hole
+        paddings[2, ::2] = 1.0  # every other frame
+        paddings[3] = 1.0  # fully padded
+        garbage = logits.copy()
+        garbage[paddings > 0] = np.nan
+        return logits, garbage, paddings
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_greedy_equals_decoding_the_valid_frames(self):
+        rng = np.random.default_rng(10)
+        _, garbage, paddings = self._holes(rng, 4, 12, 4)
+        out = self.variant(seqctc.greedy_decode)(garbage, paddings)
+        ref_logits, ref_paddings, index = _compacted(garbage, paddings)
+        ref = seqctc.greedy_decode(ref_logits, ref_paddings)
+        np.testing.assert_array_equal(out.tokens, ref.tokens)
+        np.testing.assert_array_equal(out.lengths, ref.lengths)
+        np.testing.assert_allclose(out.scores, ref.scores, rtol=1e-6)
+        starts = np.where(
+            ref.starts >= 0,
+            np.take_along_axis(index, np.maximum(ref.starts, 0), 1),
+            -1,
+        )
+        np.testing.assert_array_equal(out.starts, starts)
+
+    def test_greedy_merges_repeats_across_a_hole(self):
+        logits = np.log(np.array([[[0.1, 0.9], [0.9, 0.1], [0.1, 0.9]]], np.float32))
+        out = seqctc.greedy_decode(logits, np.array([[0.0, 1.0, 0.0]]))
+        self.assertEqual(int(out.lengths[0]), 1)  # a, pad, a -> "a"
+        np.testing.assert_array_equal(out.starts[0], [0, -1, -1])
+
+    def test_beam_equals_decoding_the_valid_frames(self):
+        rng = np.random.default_rng(11)
+        _, garbage, paddings = self._holes(rng, 4, 12, 5)
+        out = _beam(garbage, paddings, beam_width=4, top_k=3)
+        ref_logits, ref_paddings, index = _compacted(garbage, paddings)
+        ref = _beam(ref_logits, ref_paddings, beam_width=4, top_k=3)
+        np.testing.assert_array_equal(out.tokens, ref.tokens)
+        np.testing.assert_array_equal(out.lengths, ref.lengths)
+        np.testing.assert_allclose(out.scores, ref.scores, rtol=1e-6)
+        starts = np.where(
+            ref.starts >= 0,
+            np.take_along_axis(
+                index[:, None, :].repeat(3, 1), np.maximum(ref.starts, 0), 2
+            ),
+            -1,
+        )
+        np.testing.assert_array_equal(out.starts, starts)
+        # The fully padded row decodes to the empty prefix, log probability 0.
+        self.assertEqual(float(out.scores[3, 0]), 0.0)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(
+        ("empty_batch", 0, 5, 4), ("no_frames", 2, 0, 4), ("blank_only", 2, 5, 1)
+    )
+    def test_degenerate_sizes(self, batch, frames, classes):
+        logits = np.zeros((batch, frames, classes), np.float32)
+        paddings = np.zeros((batch, frames), np.float32)
+        greedy = self.variant(seqctc.greedy_decode)(logits, paddings)
+        chex.assert_shape(greedy.tokens, (batch, frames))
+        np.testing.assert_array_equal(greedy.lengths, 0)
+        np.testing.assert_allclose(greedy.scores, 0.0, atol=1e-6)
+        beam = self.variant(
+            functools.partial(seqctc.beam_decode, beam_width=2, top_k=2)
+        )(logits, paddings)
+        chex.assert_shape(beam.tokens, (batch, 2, frames))
+        np.testing.assert_array_equal(beam.lengths, 0)
+        if batch:
+            np.testing.assert_allclose(beam.scores[:, 0], 0.0, atol=1e-6)
+            np.testing.assert_array_equal(beam.scores[:, 1], -np.inf)
+
+    def test_vocabulary_mismatch_names_the_argument(self):
+        logits = np.zeros((1, 3, 5), np.float32)
+        paddings = np.zeros((1, 3), np.float32)
+        lm = seqctc.CharNGramLM.fit([[1, 2]], order=2, num_classes=4)
+        with pytest.raises(ValueError, match="`lm`"):
+            seqctc.beam_decode(logits, paddings, lm=lm)
+        with pytest.raises(ValueError, match="hotwords"):
+            seqctc.beam_decode(logits, paddings, hotwords=[[1, 5]])
