@@ -5,14 +5,13 @@ for a dense ``[V ** (n − 1), V]`` table: the word LM
 (:class:`seqctc.WordNGramLM`) and the token-level LM
 (:class:`seqctc.TokenNGramLM`, K ≈ 6,600 classes at order ≥ 3).
 
-Layout (the "trie" layout of KenLM, as flat arrays). The ``k``-grams are sorted
-by (index of their first ``k − 1`` words in the ``(k − 1)``-gram table, last
-word), so the ``k``-grams that extend a ``(k − 1)``-gram ``g`` are one
-contiguous run ``children[k − 2][g] : children[k − 2][g + 1]`` of the
-``k``-gram table, sorted by word; the unigram index is the word id. Looking up
-``w`` after a context node is one binary search of fixed length (the largest
-run), so the lookup is jittable, has no data-dependent shapes and costs
-``O(n log F)`` gathers for the longest run ``F``.
+Layout. The unigram index is the word id; a ``k``-gram is stored as (index of
+its first ``k − 1`` words in the ``(k − 1)``-gram table, last word), sorted by
+that pair (KenLM's trie order). Finding ``w`` after a context node is a lookup
+of the pair in an open-addressing hash table per order (linear probing, load
+≤ 1/2): the longest probe sequence ``P`` is known when the table is built, so a
+lookup is one gather of ``P`` slots and a compare, jittable, with no
+data-dependent shapes and no sequential search.
 """
 
 from __future__ import annotations
@@ -76,25 +75,27 @@ class NGramTable:
             ``k``-gram (a sentinel ``V`` at the end).
         log_probs: per order, ``[N_k + 1]`` float32 :math:`\log p^*`.
         backoffs: per order, ``[N_k + 1]`` float32 :math:`\log b` (0 at order n).
-        children: per order ``k < n``, ``[N_k + 2]`` int32 start of the run of
-            ``(k + 1)``-grams extending each ``k``-gram.
+        parents: per order ``k ≥ 2``, ``[N_k + 1]`` int32 index of each
+            ``k``-gram's first ``k − 1`` words in the ``(k − 1)``-gram table.
+        slots: per order ``k ≥ 2``, ``[C_k]`` int32 hash slots (``C_k`` a power
+            of two ≥ ``2 N_k``) holding ``k``-gram indices, −1 when empty.
         max_next: per context length ``k = 0 … n − 1``, ``[N_k + 1]`` float32
             (``[1]`` for the empty context) upper bound of
             :math:`\log p(w \mid h)` over ``w`` for a history whose longest
             listed suffix is that ``k``-gram.
         order: ``n`` (static).
-        search_steps: per order ``k < n``, binary-search steps for the longest
-            run (static).
+        probes: per order ``k ≥ 2``, the longest probe sequence (static).
         host: vocabulary and float64 values (static, compared by identity).
     """
 
     words: tuple[Array, ...]
     log_probs: tuple[Array, ...]
     backoffs: tuple[Array, ...]
-    children: tuple[Array, ...]
+    parents: tuple[Array, ...]
+    slots: tuple[Array, ...]
     max_next: tuple[Array, ...]
     order: int
-    search_steps: tuple[int, ...]
+    probes: tuple[int, ...]
     host: _Host
 
     @property
@@ -138,12 +139,15 @@ class NGramTable:
             node = context[k - 1]
             has = node >= 0
             safe = jnp.maximum(node, 0)
-            start = self.children[k - 1][safe]
-            stop = jnp.where(has, self.children[k - 1][safe + 1], start)
-            child = _lower_bound(
-                self.words[k], start, stop, word, self.search_steps[k - 1]
+            child, found = _find(
+                self.slots[k - 1],
+                self.parents[k - 1],
+                self.words[k],
+                node,
+                word,
+                self.probes[k - 1],
             )
-            found = (child < stop) & (self.words[k][child] == word)
+            found = found & has
             backoff = jnp.where(has, self.backoffs[k - 1][safe], 0.0)
             score = jnp.where(found, self.log_probs[k][child], score + backoff)
             nodes.append(jnp.where(found, child, -1))
@@ -188,7 +192,8 @@ class NGramTable:
             perm = np.lexsort((last, parent)) if keys else np.zeros(0, np.int64)
             ordered.append([keys[i] for i in perm])
             index.append({g: i for i, g in enumerate(ordered[-1])})
-        words, log_probs, backoffs, children, steps, host_grams = [], [], [], [], [], []
+        words, log_probs, backoffs, host_grams = [], [], [], []
+        parents_out, slots_out, probes = [], [], []
         for k in range(1, order + 1):
             keys = ordered[k - 1]
             table = grams[k - 1]
@@ -199,23 +204,24 @@ class NGramTable:
             log_probs.append(jnp.asarray(np.maximum(lp, NEG_INF), jnp.float32))
             backoffs.append(jnp.asarray(bo, jnp.float32))
             host_grams.append({g: table[g] for g in keys})
-            if k < order:
-                nxt = ordered[k]
-                parents = np.array([index[k - 1][g[:-1]] for g in nxt], np.int64)
-                starts = np.searchsorted(parents, np.arange(len(keys) + 2))
-                children.append(jnp.asarray(starts, jnp.int32))
-                runs = np.diff(starts[: len(keys) + 1]) if keys else np.zeros(1)
-                longest = int(runs.max()) if runs.size else 0
-                steps.append(max(1, math.ceil(math.log2(longest + 1))))
+            if k >= 2:
+                parents = np.array(
+                    [index[k - 2][g[:-1]] for g in keys] + [-2], np.int64
+                )
+                slots, probe = _hash_slots(parents[:-1], w[:-1].astype(np.int64))
+                parents_out.append(jnp.asarray(parents, jnp.int32))
+                slots_out.append(jnp.asarray(slots))
+                probes.append(probe)
         max_next = _max_next(host_grams, order)
         return cls(
             words=tuple(words),
             log_probs=tuple(log_probs),
             backoffs=tuple(backoffs),
-            children=tuple(children),
+            parents=tuple(parents_out),
+            slots=tuple(slots_out),
             max_next=tuple(max_next),
             order=order,
-            search_steps=tuple(steps),
+            probes=tuple(probes),
             host=_Host(vocab, host_grams),
         )
 
@@ -256,8 +262,8 @@ class NGramTable:
 
 jax.tree_util.register_dataclass(
     NGramTable,
-    data_fields=["words", "log_probs", "backoffs", "children", "max_next"],
-    meta_fields=["order", "search_steps", "host"],
+    data_fields=["words", "log_probs", "backoffs", "parents", "slots", "max_next"],
+    meta_fields=["order", "probes", "host"],
 )
 
 
@@ -289,18 +295,42 @@ def _max_next(grams: list[dict], order: int) -> list[Array]:
     return out
 
 
-def _lower_bound(
-    sorted_values: Array, start: Array, stop: Array, value: Array, steps: int
-) -> Array:
-    """First index in ``[start, stop)`` whose value is ≥ ``value`` (or ``stop``)."""
-    lo, hi = start, stop
-    for _ in range(steps):
-        mid = (lo + hi) // 2
-        active = lo < hi
-        right = sorted_values[mid] < value
-        lo = jnp.where(active & right, mid + 1, lo)
-        hi = jnp.where(active & ~right, mid, hi)
-    return lo
+def _hash(parent, word, xp=jnp):
+    """32-bit hash of a (context index, word) pair; the same on host and device."""
+    u32 = xp.uint32
+    h = (parent.astype(u32) * u32(0x9E3779B1)) ^ (word.astype(u32) * u32(0x85EBCA6B))
+    h = h ^ (h >> u32(15))
+    h = h * u32(0x2C1B3C6D)
+    return h ^ (h >> u32(12))
+
+
+def _hash_slots(parents: np.ndarray, words: np.ndarray) -> tuple[np.ndarray, int]:
+    """Linear-probing slots for the pairs, and the longest probe sequence."""
+    capacity = 1 << max(1, int(2 * len(parents) - 1).bit_length())
+    slots = np.full(capacity, -1, np.int32)
+    with np.errstate(over="ignore"):
+        start = _hash(parents, words, np) & np.uint32(capacity - 1)
+    longest = 1
+    for i, h in enumerate(start.tolist()):
+        j = 0
+        while slots[(h + j) & (capacity - 1)] >= 0:
+            j += 1
+        slots[(h + j) & (capacity - 1)] = i
+        longest = max(longest, j + 1)
+    return slots, longest
+
+
+def _find(
+    slots: Array, parents: Array, words: Array, parent: Array, word: Array, probes: int
+) -> tuple[Array, Array]:
+    """(index, found) of the pair (``parent``, ``word``): ``probes`` slots at once."""
+    mask = slots.shape[0] - 1
+    start = _hash(parent, word) & jnp.uint32(mask)
+    offsets = jnp.arange(probes, dtype=jnp.uint32)
+    entry = slots[((start + offsets) & jnp.uint32(mask)).astype(jnp.int32)]  # [P]
+    safe = jnp.maximum(entry, 0)
+    match = (entry >= 0) & (parents[safe] == parent) & (words[safe] == word)
+    return jnp.max(jnp.where(match, entry, -1)), jnp.any(match)
 
 
 # ---------------------------------------------------------------------- ARPA

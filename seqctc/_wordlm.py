@@ -52,11 +52,17 @@ class WordState(NamedTuple):
             the trie: no known word starts so).
         partial: float32 look-ahead score already given to that partial word,
             taken back when the word completes.
+        word_log_prob: float32 n-gram log probability (plus OOV penalty) of
+            that word if it ended now, computed once when the state is made
+            (every extension of the prefix reads it).
+        word_context: ``[n − 1]`` int32 context after that word.
     """
 
     context: Array
     node: Array
     partial: Array
+    word_log_prob: Array
+    word_context: Array
 
 
 class _Step(NamedTuple):
@@ -143,10 +149,13 @@ class WordNGramLM:
 
     def initial_state(self) -> WordState:
         """The state of the empty prefix: context ``<s>``, no partial word."""
+        context = self.table.initial_context(bos=True)
         return WordState(
-            context=self.table.initial_context(bos=True),
+            context=context,
             node=jnp.asarray(_ROOT, jnp.int32),
             partial=jnp.zeros((), jnp.float32),
+            word_log_prob=jnp.zeros((), jnp.float32),
+            word_context=context,
         )
 
     def score(self, state: WordState, token: ArrayLike) -> tuple[WordState, Array]:
@@ -219,15 +228,20 @@ class WordNGramLM:
 
     def _complete(self, state: WordState) -> tuple[Array, Array, Array]:
         """The partial word, completed: (log p + oov penalty, context, dead)."""
+        word = jnp.where(
+            state.node >= 0, self.node_word[jnp.maximum(state.node, 0)], -1
+        )
+        dead = jnp.asarray(self.restrict) & (word < 0)
+        return state.word_log_prob, state.word_context, dead
+
+    def _word_score(self, context: Array, node: Array) -> tuple[Array, Array]:
+        """(log p + oov penalty, context after) of the word at trie ``node``."""
         unk_id = self.table.host.index[UNK]
-        on_trie = state.node >= 0
-        word = jnp.where(on_trie, self.node_word[jnp.maximum(state.node, 0)], -1)
-        is_word = word >= 0
-        word_id = jnp.where(is_word, word, unk_id)
-        log_prob, context = self.table.score_word(state.context, word_id)
+        word = jnp.where(node >= 0, self.node_word[jnp.maximum(node, 0)], -1)
+        word_id = jnp.where(word >= 0, word, unk_id)
+        log_prob, new_context = self.table.score_word(context, word_id)
         log_prob = log_prob + jnp.where(word_id == unk_id, self.oov_penalty, 0.0)
-        dead = jnp.asarray(self.restrict) & ~is_word
-        return log_prob, context, dead
+        return log_prob.astype(jnp.float32), new_context
 
     def _step(self, state: WordState, token: ArrayLike) -> _Step:
         token = jnp.asarray(token, jnp.int32)
@@ -251,10 +265,16 @@ class WordNGramLM:
         dead = jnp.asarray(self.restrict) & (
             (completes & word_dead) | (node == _OFF_TRIE)
         )
+        context = jnp.where(completes, word_ctx, state.context)
+        node = node.astype(jnp.int32)
+        # Scored here once per new prefix, not once per extension tried.
+        next_lp, next_ctx = self._word_score(context, node)
         new_state = WordState(
-            context=jnp.where(completes, word_ctx, state.context),
-            node=node.astype(jnp.int32),
+            context=context,
+            node=node,
             partial=partial.astype(jnp.float32),
+            word_log_prob=next_lp,
+            word_context=next_ctx,
         )
         return _Step(new_state, log_prob, completes.astype(jnp.int32), dead)
 
