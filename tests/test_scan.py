@@ -519,3 +519,30 @@ def test_bad_shapes_raise_value_error_naming_argument():
             pad,
             initial_state=(jnp.zeros((1, 2, 4)), jnp.zeros((2, 2, 4))),
         )
+
+
+def test_second_order_through_the_fused_path_raises_clearly():
+    params, inputs, paddings, _, _ = _problem(18, "lstm")
+
+    def total(p):
+        outputs, _ = seqctc.scan_rnn(seqctc.lstm_step, p, inputs, paddings)
+        return jnp.sum(outputs**2)
+
+    with pytest.raises(NotImplementedError, match="Second-order"):
+        jax.jacfwd(jax.grad(total))(params)
+    # The documented workaround: a wrapped step is scanned and differentiated
+    # by JAX, so forward-over-reverse works there.
+    wrapped = lambda p, s, x: seqctc.lstm_step(p, s, x)  # noqa: E731
+    zeros = np.zeros((inputs.shape[0], 4), np.float32)
+
+    def total_wrapped(p):
+        outputs, _ = seqctc.scan_rnn(
+            wrapped, p, inputs, paddings, initial_state=(zeros, zeros)
+        )
+        return jnp.sum(outputs[0] ** 2)
+
+    tangent = jax.tree.map(jnp.ones_like, params)
+    _, hvp = jax.jit(lambda p, t: jax.jvp(jax.grad(total_wrapped), (p,), (t,)))(
+        params, tangent
+    )
+    chex.assert_tree_all_finite(hvp)
