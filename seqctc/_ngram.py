@@ -738,7 +738,7 @@ class TokenNGramLM:
             >>> lm = seqctc.TokenNGramLM.fit([[1, 2], [1, 1]], order=3, num_classes=3)
             >>> state, log_p = lm.score(lm.initial_state(), 1)
             >>> round(float(log_p), 4)
-            -0.4055
+            -0.4117
         """
         order = check_order(order)
         if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:

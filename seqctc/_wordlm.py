@@ -420,8 +420,8 @@ class WordNGramLM:
             >>> import seqctc
             >>> lm = seqctc.WordNGramLM.fit(["a b", "a c"], order=2,
             ...                             tokens=["", " ", "a", "b", "c"])
-            >>> round(lm.sentence_log_prob("a b"), 4)
-            -1.8719
+            >>> round(lm.sentence_log_prob("a b"), 4)  # ln(0.6 * 0.35 * 0.65)
+            -1.9914
         """
         order = check_order(order)
         split = [s.split() if isinstance(s, str) else list(s) for s in sentences]
