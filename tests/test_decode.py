@@ -485,3 +485,146 @@ class PaddingAnywhereTest(chex.TestCase):
             seqctc.beam_decode(logits, paddings, lm=lm)
         with pytest.raises(ValueError, match="hotwords"):
             seqctc.beam_decode(logits, paddings, hotwords=[[1, 5]])
+
+
+# --------------------------------------------------------------------------
+# A real recogniser at K = 6,625: PP-OCRv4 outputs (benchmarks/bench_decode.py
+# --save-sample keeps the 32 best classes of each frame; the other classes get
+# probability 0, so a search over the kept classes is the whole search).
+
+
+def _ppocr_sample():
+    data = np.load(pathlib.Path(__file__).parent / "data" / "ppocr_sample.npz")
+    values, classes = data["values"], data["classes"].astype(np.int64)
+    batch, frames, _ = values.shape
+    logits = np.full((batch, frames, int(data["num_classes"])), -np.inf, np.float32)
+    np.put_along_axis(logits, classes, values, axis=-1)
+    lengths = data["lengths"]
+    logits[np.arange(frames)[None, :] >= lengths[:, None]] = 0.0
+    return logits, lengths, classes
+
+
+def _sparse_beam_search(log_probs, classes, beam_width, blank, lm_row=None, alpha=0.0):
+    """The textbook prefix beam search over the given classes of each frame.
+
+    ``lm_row(context)`` gives ``log p(· | context)`` over all classes and the
+    end; the fused ranking adds ``alpha`` times the prefix's LM log probability.
+    """
+    beams = {(): (0.0, -np.inf)}
+    lm_score = {(): 0.0}
+
+    def fused(prefix, pb, pnb):
+        return np.logaddexp(pb, pnb) + alpha * lm_score.get(prefix, 0.0)
+
+    for lp, cls in zip(log_probs, classes, strict=True):
+        nxt = {}
+
+        def add(prefix, pb=-np.inf, pnb=-np.inf, nxt=nxt):
+            old_b, old_nb = nxt.get(prefix, (-np.inf, -np.inf))
+            nxt[prefix] = (np.logaddexp(old_b, pb), np.logaddexp(old_nb, pnb))
+
+        for prefix, (pb, pnb) in beams.items():
+            total = np.logaddexp(pb, pnb)
+            add(prefix, pb=total + lp[blank])
+            if prefix:
+                add(prefix, pnb=pnb + lp[prefix[-1]])
+            for c in cls:
+                c = int(c)
+                if c == blank or not np.isfinite(lp[c]):
+                    continue
+                new = prefix + (c,)
+                if lm_row is not None and new not in lm_score:
+                    lm_score[new] = lm_score[prefix] + lm_row(prefix)[c]
+                add(new, pnb=(pb if prefix and prefix[-1] == c else total) + lp[c])
+        ranked = sorted(nxt.items(), key=lambda kv: -fused(kv[0], *kv[1]))
+        beams = dict(ranked[:beam_width])
+    final = {
+        p: fused(p, *s) + (alpha * lm_row(p)[-1] if lm_row is not None else 0.0)
+        for p, s in beams.items()
+    }
+    return sorted(final.items(), key=lambda kv: -kv[1])
+
+
+class RealRecogniserTest(chex.TestCase):
+    def test_greedy_and_beam_equal_the_references(self):
+        logits, lengths, classes = _ppocr_sample()
+        paddings = _paddings(lengths, logits.shape[1])
+        greedy = seqctc.greedy_decode(logits, paddings)
+        for b, (tokens, starts, score) in enumerate(
+            _greedy_reference(logits, lengths, 0)
+        ):
+            n = len(tokens)
+            np.testing.assert_array_equal(greedy.tokens[b, :n], tokens)
+            np.testing.assert_array_equal(greedy.starts[b, :n], starts)
+            np.testing.assert_allclose(greedy.scores[b], score, rtol=1e-5, atol=1e-5)
+        out = _beam(logits, paddings, beam_width=8, top_k=4)
+        for b in range(len(lengths)):
+            lp = _log_softmax(logits[b, : lengths[b]])
+            ref = _sparse_beam_search(lp, classes[b, : lengths[b]], 8, 0)[:4]
+            hyps = _hypotheses(out, b)
+            for (labels, score), hyp in zip(ref, hyps, strict=False):
+                self.assertEqual(hyp[0], labels)
+                np.testing.assert_allclose(hyp[1], score, rtol=1e-5, atol=1e-4)
+
+    def test_fused_search_equals_the_reference(self):
+        logits, lengths, classes = _ppocr_sample()
+        num_classes = logits.shape[-1]
+        paddings = _paddings(lengths, logits.shape[1])
+        # Train on the greedy transcripts: the LM then matters on these lines.
+        greedy = seqctc.greedy_decode(logits, paddings)
+        corpus = [
+            [int(x) for x in greedy.tokens[b, : int(greedy.lengths[b])]][::-1]
+            for b in range(len(lengths))
+        ]
+        lm = seqctc.CharNGramLM.fit(corpus, order=3, num_classes=num_classes)
+        rows = {}
+
+        def lm_row(prefix):
+            if prefix not in rows:
+                state = lm.state_of(prefix)
+                tokens = jnp.arange(num_classes + 1, dtype=jnp.int32)
+                _, lp = lm.score(jnp.broadcast_to(state, (num_classes + 1, 2)), tokens)
+                rows[prefix] = np.asarray(lp, np.float64)
+            return rows[prefix]
+
+        out = _beam(logits, paddings, beam_width=8, top_k=2, lm=lm, lm_weight=0.8)
+        for b in range(len(lengths)):
+            lp = _log_softmax(logits[b, : lengths[b]])
+            ref = _sparse_beam_search(lp, classes[b, : lengths[b]], 8, 0, lm_row, 0.8)
+            hyps = _hypotheses(out, b)
+            self.assertEqual(hyps[0][0], ref[0][0])
+            np.testing.assert_allclose(hyps[0][1], ref[0][1], rtol=1e-5, atol=1e-4)
+
+    def test_at_least_as_likely_as_fast_ctc_decode(self):
+        fcd = pytest.importorskip("fast_ctc_decode")
+        logits, lengths, _ = _ppocr_sample()
+        paddings = _paddings(lengths, logits.shape[1])
+        out = _beam(logits, paddings, beam_width=16, top_k=1)
+        alphabet = "".join(chr(0x4E00 + i) for i in range(logits.shape[-1]))
+        theirs = []
+        for b in range(len(lengths)):
+            probs = np.exp(_log_softmax(logits[b, : lengths[b]])).astype(np.float32)
+            text, _ = fcd.beam_search(
+                probs, alphabet, beam_size=16, beam_cut_threshold=1e-4
+            )
+            theirs.append([ord(c) - 0x4E00 for c in text])
+
+        def log_likelihood(seqs):
+            width = max(1, max(len(s) for s in seqs))
+            labels = np.zeros((len(seqs), width), np.int32)
+            label_paddings = np.ones((len(seqs), width), np.float32)
+            for b, s in enumerate(seqs):
+                labels[b, : len(s)] = s
+                label_paddings[b, : len(s)] = 0.0
+            return -np.asarray(
+                seqctc.ctc_loss(logits, paddings, labels, label_paddings)
+            )
+
+        ours = [
+            [int(x) for x in out.tokens[b, 0, : int(out.lengths[b, 0])]]
+            for b in range(len(lengths))
+        ]
+        self.assertTrue(
+            np.all(log_likelihood(ours) >= log_likelihood(theirs) - 1e-4),
+            (ours, theirs),
+        )
