@@ -259,8 +259,10 @@ def greedy_decode(
         logits: ``[B, T, K]`` unnormalised logits (log-probabilities work too);
             ``log_softmax`` is applied here. Half precision is computed in
             float32.
-        logit_paddings: ``[B, T]`` paddings, 1.0 = padded frame. Padded frames are
-            never read.
+        logit_paddings: ``[B, T]`` paddings: a frame is valid iff its padding
+            is 0. Padded frames are never read and are skipped wherever they
+            lie (repeats merge across them); ``starts`` index the input's
+            frames.
         blank_id: the blank class (a Python int, static).
 
     Returns:
@@ -846,12 +848,16 @@ def beam_decode(
     is exact prefix beam search: only the ``2W`` most probable non-blank classes
     of a frame are expanded, which provably changes nothing (each prefix
     contributes at most ``W`` survivors and at most ``W`` of its extensions are
-    set aside by merging or by the repeat rule). Without fusion, a frame first
-    ranks only the stays and the extensions of every prefix by the frame's 8
-    most probable classes; when a bound (a prefix's best extension left out
-    scores at most its total times the 9th class probability) cannot prove that
-    this keeps the same beams, the frame is ranked again over all candidates,
-    so the result is that of the full search.
+    set aside by merging or by the repeat rule). A frame first ranks only the
+    stays and the extensions of every prefix by the frame's 8 most probable
+    classes; when a bound (an extension left out scores at most the prefix's
+    total times the 9th class probability, times the largest fused increment
+    with fusion) cannot prove that this keeps the same beams, the frame is
+    ranked again over the ``2W`` best classes of the full row, and with fusion
+    over every class if the bound fails again, so the result is that of the
+    full search. The logits are read once, in a pass over the valid frames
+    only, that keeps the normaliser, the blank and the 9 best classes of each
+    frame; the scan reads those and gathers the prefixes' last tokens.
 
     ``starts`` follow the most probable single path among those merged into a
     prefix (a Viterbi back-pointer kept next to the sums), so they increase.
@@ -878,7 +884,9 @@ def beam_decode(
     Args:
         logits: ``[B, T, K]`` unnormalised logits (log-probabilities work too);
             half precision is computed in float32.
-        logit_paddings: ``[B, T]`` paddings, 1.0 = padded frame; never read.
+        logit_paddings: ``[B, T]`` paddings: a frame is valid iff its padding
+            is 0. Padded frames are never read and are skipped wherever they
+            lie (the beams do not change there).
         beam_width: ``W``, prefixes kept per frame (static Python int ≥ 1).
         top_k: hypotheses returned, ``1 ≤ top_k ≤ beam_width`` (static).
         blank_id: the blank class (static).
@@ -887,6 +895,8 @@ def beam_decode(
         prune_threshold: if set, classes whose log probability at a frame is
             below it do not extend prefixes there.
         lm: a :class:`seqctc.LanguageModel` scoring each extension, or None.
+            Without a ``max_score`` method (an upper bound of its log
+            probabilities given a state) every fused frame ranks all classes.
         lm_weight: ``α``, weight of the LM log probability.
         insertion_bonus: ``β``, added per emitted token.
         hotwords: token sequences to boost (static), e.g. ``[[3, 4, 5]]``.
@@ -902,8 +912,9 @@ def beam_decode(
         ValueError: for wrong ranks or mismatched shapes of ``logits`` and
             ``logit_paddings``, ``blank_id`` outside ``[0, K)``, a
             ``beam_width``, ``top_k`` or ``prune_top_k`` that is not a positive
-            int, ``top_k > beam_width``, or a hotword that is empty or holds the
-            blank or a class outside ``[0, K)``.
+            int, ``top_k > beam_width``, an ``lm`` whose ``num_classes`` is not
+            ``K``, or a hotword that is empty or holds the blank or a class
+            outside ``[0, K)``.
 
     Examples:
         >>> import jax.numpy as jnp

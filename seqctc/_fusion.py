@@ -99,8 +99,8 @@ class Fusion(NamedTuple):
             if max_score is None:
                 bound = bound + jnp.asarray(jnp.inf, dtype)
             else:
-                # log p ≤ max_score; with α < 0 only log p ≤ 0 is usable... no
-                # lower bound of log p exists, so a negative α bounds nothing.
+                # α · log p ≤ α · max_score for α ≥ 0; log p has no lower
+                # bound, so a negative α bounds nothing (every class is ranked).
                 top = jnp.asarray(max_score(state.lm), dtype)
                 bound = bound + jnp.where(alpha >= 0, alpha * top, jnp.inf)
         if self.hot_trans is not None:

@@ -20,6 +20,12 @@ class LanguageModel(Protocol):
     A language model is a pytree (a NamedTuple or registered dataclass of
     arrays) whose methods are pure and jittable. The state is any pytree of
     arrays describing a prefix; the beam search batches it with ``vmap``.
+
+    Optional: ``max_score(state) -> Array``, an upper bound of
+    ``log p(c | prefix)`` over every token ``c``. With it a fused search ranks
+    only a few classes per frame and stays exact (see
+    :func:`seqctc.beam_decode`); without it, every class is ranked. An
+    attribute ``num_classes`` is checked against the logits.
     """
 
     def initial_state(self) -> Any:
