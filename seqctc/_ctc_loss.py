@@ -1,0 +1,276 @@
+"""The engine of ``ctc_loss``: α forward, γ backward as its adjoint, one layout.
+
+Everything runs on one flat state axis ``[B * S]`` (row ``b``'s state ``s`` at
+``b * S + s``), so that the loops vectorise whatever ``B`` and ``S`` are; a
+transition from ``s - 1`` is masked at the start of each row and one from
+``s - 2`` by the graph's ``skip``. A frame that is skipped (padding not 0, or
+every frame of a row whose loss is NaN) carries the emission ``_SKIP`` (> 0,
+which no log-probability is) and leaves α and γ unchanged, so padded frames may
+sit anywhere. The design and the measurements behind it are in
+``docs/concepts/ctc.md`` and ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from seqctc._graph import LabelGraph, label_graph
+from seqctc._inputs import positions_valid
+from seqctc._types import NEG_INF, Array
+from seqctc._utils import check_sequence_args, compute_dtype
+
+# The emission of a skipped frame: log-probabilities are <= 0.
+_SKIP = 1.0
+
+
+class Lattice(NamedTuple):
+    """What the recursions read, on the flat state axis ``[B * S]``.
+
+    Attributes:
+        emit: ``[T, B * S]`` log y_t(state), NEG_INF for log 0, ``_SKIP`` on
+            skipped frames.
+        enter1: ``[B * S]`` bool, the state has a predecessor ``s - 1``.
+        skip: ``[B * S]`` bool, the state may be entered from ``s - 2``.
+        alpha0: ``[B * S]`` α before the first frame: log 1 in each row's state 0.
+    """
+
+    emit: Array
+    enter1: Array
+    skip: Array
+    alpha0: Array
+
+
+class Normaliser(NamedTuple):
+    """Per-frame log-softmax normaliser of the logits, ``[B, T]`` each."""
+
+    shift: Array  # the max over classes (0 where it is not finite)
+    log_sum: Array  # log Σ_k exp(z_k - shift)
+
+
+def normaliser(x: Array) -> Normaliser:
+    """The log-softmax normaliser of ``x [B, T, K]``."""
+    shift = jnp.max(x, axis=2)
+    shift = jnp.where(jnp.isfinite(shift), shift, 0)
+    log_sum = jnp.log(jnp.sum(jnp.exp(x - shift[:, :, None]), axis=2))
+    return Normaliser(shift, log_sum)
+
+
+def lattice(
+    x: Array, norm: Normaliser, valid: Array, graph: LabelGraph, frozen: Array
+) -> Lattice:
+    """The emissions of ``graph``'s states from logits ``x [B, T, K]``.
+
+    ``valid`` ``[B, T]`` marks the frames that count, ``frozen`` ``[B]`` rows
+    whose frames are all skipped (their loss is NaN anyway).
+    """
+    batch, max_frames, _ = x.shape
+    num_states = graph.states.shape[1]
+    picked = jnp.take_along_axis(x, graph.states[:, None, :], axis=2)  # [B, T, S]
+    emit = (picked - norm.shift[:, :, None]) - norm.log_sum[:, :, None]
+    emit = jnp.maximum(emit, jnp.asarray(NEG_INF, emit.dtype))
+    count = valid & ~frozen[:, None]  # [B, T]
+    emit = jnp.where(count[:, :, None], emit, jnp.asarray(_SKIP, emit.dtype))
+    emit = jnp.transpose(emit, (1, 0, 2)).reshape(max_frames, batch * num_states)
+    state = jnp.arange(num_states, dtype=jnp.int32)
+    enter1 = jnp.broadcast_to(state > 0, (batch, num_states)).reshape(-1)
+    alpha0 = jnp.where(state == 0, 0, NEG_INF).astype(emit.dtype)
+    alpha0 = jnp.broadcast_to(alpha0, (batch, num_states)).reshape(-1)
+    return Lattice(emit, enter1, graph.skip.reshape(-1), alpha0)
+
+
+def shift_down(x: Array, k: int, fill) -> Array:
+    """``y[i] = x[i - k]`` along the last axis, ``fill`` for ``i < k``."""
+    pad = jnp.full(x.shape[:-1] + (k,), fill, x.dtype)
+    return jnp.concatenate([pad, x[..., :-k]], axis=-1)
+
+
+def shift_up(x: Array, k: int, fill) -> Array:
+    """``y[i] = x[i + k]`` along the last axis, ``fill`` for ``i >= L - k``."""
+    pad = jnp.full(x.shape[:-1] + (k,), fill, x.dtype)
+    return jnp.concatenate([x[..., k:], pad], axis=-1)
+
+
+def predecessors(alpha: Array, enter1: Array, skip: Array):
+    """α of each state's three predecessors ``s``, ``s - 1``, ``s - 2``."""
+    return (
+        alpha,
+        jnp.where(enter1, shift_down(alpha, 1, NEG_INF), NEG_INF),
+        jnp.where(skip, shift_down(alpha, 2, NEG_INF), NEG_INF),
+    )
+
+
+def alpha_step(alpha: Array, emit: Array, enter1: Array, skip: Array) -> Array:
+    """α_t from α_{t-1}: log y_t(s) + logsumexp_j α_{t-1}(s - j) (frozen if skipped)."""
+    a0, a1, a2 = predecessors(alpha, enter1, skip)
+    m = jnp.maximum(jnp.maximum(a0, a1), a2)
+    z = jnp.exp(a0 - m) + jnp.exp(a1 - m) + jnp.exp(a2 - m)
+    return jnp.where(emit > 0, alpha, m + jnp.log(z) + emit)
+
+
+def alpha_shares_step(alpha: Array, emit: Array, enter1: Array, skip: Array):
+    """One α step and the shares ``w^1, w^2`` of the predecessors ``s - 1, s - 2``.
+
+    The shares are 0 on skipped frames, where α stays as it was.
+    """
+    a0, a1, a2 = predecessors(alpha, enter1, skip)
+    m = jnp.maximum(jnp.maximum(a0, a1), a2)
+    e1, e2 = jnp.exp(a1 - m), jnp.exp(a2 - m)
+    z = jnp.exp(a0 - m) + e1 + e2
+    step = emit <= 0
+    new = jnp.where(step, m + jnp.log(z) + emit, alpha)
+    r = jnp.where(step, 1 / z, 0)
+    return new, (e1 * r, e2 * r)
+
+
+def gamma_step(gamma: Array, w1: Array, w2: Array) -> Array:
+    """γ at frame ``t - 1`` from γ and the shares at frame ``t``."""
+    g1, g2 = gamma * w1, gamma * w2
+    return gamma - g1 - g2 + shift_up(g1, 1, 0) + shift_up(g2, 2, 0)
+
+
+def alpha_last(lat: Lattice) -> Array:
+    """``[B * S]`` α after each row's last counted frame."""
+
+    def body(alpha, emit):
+        return alpha_step(alpha, emit, lat.enter1, lat.skip), None
+
+    alpha, _ = jax.lax.scan(body, lat.alpha0, lat.emit)
+    return alpha
+
+
+def alpha_shares(lat: Lattice):
+    """α after the last frame and the shares of every frame (``2 x [T, B * S]``)."""
+
+    def body(alpha, emit):
+        alpha, shares = alpha_shares_step(alpha, emit, lat.enter1, lat.skip)
+        # Without the barrier XLA computes the step twice, once for the carry
+        # and once for the stacked output.
+        return jax.lax.optimization_barrier((alpha, shares))
+
+    return jax.lax.scan(body, lat.alpha0, lat.emit)
+
+
+def gammas(gamma_last: Array, shares) -> Array:
+    """``[T, B * S]`` γ of every frame, from the end (skipped frames pass it on)."""
+
+    def body(gamma, w):
+        previous = gamma_step(gamma, *w)
+        return jax.lax.optimization_barrier((previous, gamma))
+
+    _, out = jax.lax.scan(body, gamma_last, shares, reverse=True)
+    return out
+
+
+def final_states(graph: LabelGraph) -> tuple[Array, Array]:
+    """``[B, S]`` bool masks of each row's last state and the one before it."""
+    s = jnp.arange(graph.states.shape[1], dtype=jnp.int32)[None, :]
+    last = graph.num_states[:, None]
+    return s == last - 1, (s == last - 2) & (graph.num_labels > 0)[:, None]
+
+
+def log_likelihood(graph: LabelGraph, alpha: Array) -> Array:
+    """``[B]`` log p(labels | logits) from the flat α after the last frame."""
+    alpha = alpha.reshape(graph.states.shape)
+    end1, end2 = final_states(graph)
+    a1 = jnp.max(jnp.where(end1, alpha, NEG_INF), axis=1)
+    a2 = jnp.max(jnp.where(end2, alpha, NEG_INF), axis=1)
+    return jnp.logaddexp(a1, a2)
+
+
+def final_gamma(graph: LabelGraph, alpha: Array, log_p: Array, possible: Array):
+    """``[B * S]`` γ at each row's last frame: on the two final states only."""
+    end1, end2 = final_states(graph)
+    final = (end1 | end2) & possible[:, None]
+    z = jnp.where(final, alpha.reshape(final.shape) - log_p[:, None], 0)
+    return jnp.where(final, jnp.exp(z), 0).reshape(-1)
+
+
+def class_sums(gamma: Array, graph: LabelGraph, num_classes: int, blank_id: int):
+    """``[B, T, K]`` Σ_{s: class(s) = k} γ_t(s) from ``[T, B, S]`` γ."""
+    labels = graph.labels  # [B, N]
+    per_label = gamma[:, :, 1::2]  # [T, B, N]
+    blanks = jnp.sum(gamma[:, :, 0::2], axis=2)  # [T, B]
+    one_hot = jax.nn.one_hot(labels, num_classes, dtype=gamma.dtype)  # [B, N, K]
+    sums = jnp.einsum("tbn,bnk->btk", per_label, one_hot)
+    is_blank = jnp.arange(num_classes) == blank_id
+    return sums + jnp.where(is_blank, blanks.T[:, :, None], 0)
+
+
+def gradient(prep: Prepared, gamma_last: Array, shares, possible: Array) -> Array:
+    """``[B, T, K]`` d(−log p)/d logits = softmax Σ_s γ − class sums of γ."""
+    x, norm, valid, graph = prep.x, prep.norm, prep.valid, prep.graph
+    batch, max_frames, num_classes = x.shape
+    gamma = gammas(gamma_last, shares).reshape(max_frames, batch, -1)  # [T, B, S]
+    gamma = jnp.where(jnp.transpose(valid)[:, :, None], gamma, 0)
+    sums = class_sums(gamma, graph, num_classes, prep.blank_id)
+    log_p = (x - norm.shift[:, :, None]) - norm.log_sum[:, :, None]
+    counted = (valid & possible[:, None])[:, :, None]
+    return jnp.where(counted, jnp.exp(log_p), 0) - sums
+
+
+# --------------------------------------------------------------------------
+# The drivers: the loss alone, and the loss with its gradient.
+
+
+class Prepared(NamedTuple):
+    """The checked inputs of one call, in the forms the recursions read."""
+
+    x: Array  # [B, T, K] logits in the compute dtype, 0 on skipped frames
+    norm: Normaliser
+    valid: Array  # [B, T] bool
+    graph: LabelGraph
+    frozen: Array  # [B] bool, rows whose loss is NaN (bad labels or logits)
+    infeasible: Array  # [B] bool, too few frames for the labels
+    lat: Lattice
+    blank_id: int
+
+
+def prepare(logits, logit_paddings, labels, label_paddings, blank_id) -> Prepared:
+    """Checks the arguments and builds the frames, the graph and the lattice."""
+    logits, logit_paddings, labels, label_paddings = check_sequence_args(
+        logits, logit_paddings, labels, label_paddings, blank_id
+    )
+    valid = positions_valid(logit_paddings)  # [B, T]
+    dtype = compute_dtype(logits)
+    x = jnp.where(valid[:, :, None], logits.astype(dtype), jnp.zeros((), dtype))
+    norm = normaliser(x)
+    graph = label_graph(labels, label_paddings, logits.shape[2], blank_id)
+    # NaN or +inf logits, or a frame of only -inf, in a counted frame.
+    bad_frames = valid & ~jnp.isfinite(norm.log_sum)
+    frozen = graph.bad_labels | jnp.any(bad_frames, axis=1)
+    lengths = jnp.sum(valid, axis=1, dtype=jnp.int32)
+    infeasible = lengths < graph.min_frames()
+    lat = lattice(x, norm, valid, graph, frozen)
+    return Prepared(x, norm, valid, graph, frozen, infeasible, lat, blank_id)
+
+
+def finish(prep: Prepared, log_p: Array) -> tuple[Array, Array]:
+    """Per-row loss and a mask of the rows with a (nonzero) gradient."""
+    # A feasible row whose probability is 0 (``-inf`` logits) is as impossible
+    # as an infeasible one.
+    impossible = prep.infeasible | (log_p < 0.5 * NEG_INF)
+    loss = jnp.where(impossible, jnp.inf, -log_p)
+    loss = jnp.where(prep.frozen, jnp.nan, loss)
+    # Rounding may leave -log p a hair below 0 for a certain path.
+    return jnp.maximum(loss, 0), ~impossible & ~prep.frozen
+
+
+def nll(logits, logit_paddings, labels, label_paddings, blank_id) -> Array:
+    """``[B]`` −log p(labels | logits): the forward recursion only."""
+    prep = prepare(logits, logit_paddings, labels, label_paddings, blank_id)
+    log_p = log_likelihood(prep.graph, alpha_last(prep.lat))
+    return finish(prep, log_p)[0]
+
+
+def nll_and_gradient(logits, logit_paddings, labels, label_paddings, blank_id):
+    """``([B], [B, T, K])`` the loss and its gradient with respect to the logits."""
+    prep = prepare(logits, logit_paddings, labels, label_paddings, blank_id)
+    alpha, shares = alpha_shares(prep.lat)
+    log_p = log_likelihood(prep.graph, alpha)
+    loss, possible = finish(prep, log_p)
+    gamma_last = final_gamma(prep.graph, alpha, log_p, possible)
+    grad = gradient(prep, gamma_last, shares, possible)
+    return loss, jnp.where(prep.frozen[:, None, None], jnp.nan, grad)

@@ -1,0 +1,95 @@
+"""The engine of the full CTC tables α, β and γ, for inspection and teaching.
+
+The recursions of :mod:`seqctc._ctc_loss` (one flat state axis ``[B * S]``,
+skipped frames leave the state unchanged), run in log space over every frame,
+keeping each frame's α and β.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from seqctc._ctc_loss import (
+    Prepared,
+    alpha_step,
+    final_states,
+    finish,
+    log_likelihood,
+    shift_up,
+)
+from seqctc._types import NEG_INF, Array
+
+
+def _logsumexp3(a: Array, b: Array, c: Array) -> Array:
+    """Elementwise log(e^a + e^b + e^c) with a single max shift."""
+    m = jnp.maximum(jnp.maximum(a, b), c)
+    return m + jnp.log(jnp.exp(a - m) + jnp.exp(b - m) + jnp.exp(c - m))
+
+
+def log_alpha(prep: Prepared) -> Array:
+    """``[T, B * S]`` α after each frame (skipped frames repeat the last one)."""
+    lat = prep.lat
+
+    def body(alpha, emit):
+        alpha = alpha_step(alpha, emit, lat.enter1, lat.skip)
+        return alpha, alpha
+
+    _, alphas = jax.lax.scan(body, lat.alpha0, lat.emit)
+    return alphas
+
+
+def log_beta(prep: Prepared) -> Array:
+    """``[T, B * S]`` β at each frame, from each row's last counted frame back.
+
+    The carry is β + log y at the next counted frame, so that holes of skipped
+    frames pass it on unchanged.
+    """
+    lat = prep.lat
+    batch, max_frames = prep.valid.shape
+    num_states = prep.graph.states.shape[1]
+    frames = jnp.arange(max_frames, dtype=jnp.int32)
+    counted = prep.valid & ~prep.frozen[:, None]  # [B, T]
+    last = jnp.max(jnp.where(counted, frames[None, :], -1), axis=1)  # [B]
+    last = jnp.repeat(last, num_states)  # [B * S]
+    end1, end2 = final_states(prep.graph)
+    beta_final = jnp.where((end1 | end2).reshape(-1), 0, NEG_INF)
+    beta_final = beta_final.astype(lat.emit.dtype)
+    enter_up = shift_up(lat.enter1, 1, False)  # state s + 1 is entered from s
+    skip_up = shift_up(lat.skip, 2, False)  # state s + 2 is entered from s
+
+    def body(carry, xs):
+        t, emit = xs
+        from1 = jnp.where(enter_up, shift_up(carry, 1, NEG_INF), NEG_INF)
+        from2 = jnp.where(skip_up, shift_up(carry, 2, NEG_INF), NEG_INF)
+        beta = jnp.where(t == last, beta_final, _logsumexp3(carry, from1, from2))
+        carry = jnp.where(emit > 0, carry, beta + emit)
+        return carry, beta
+
+    carry0 = jnp.full_like(lat.alpha0, NEG_INF)
+    _, betas = jax.lax.scan(body, carry0, (frames, lat.emit), reverse=True)
+    return betas
+
+
+def public(prep: Prepared, table: Array) -> Array:
+    """``[T, B * S]`` -> ``[B, T, S]``, NEG_INF on padded frames and states."""
+    batch, max_frames = prep.valid.shape
+    num_states = prep.graph.states.shape[1]
+    state = jnp.arange(num_states, dtype=jnp.int32)
+    on_graph = prep.valid.T[:, :, None] & (
+        state[None, None, :] < prep.graph.num_states[None, :, None]
+    )  # [T, B, S]
+    table = table.reshape(max_frames, batch, num_states)
+    return jnp.transpose(jnp.where(on_graph, table, NEG_INF), (1, 0, 2))
+
+
+def posteriors(prep: Prepared) -> Array:
+    """``[B, T, S]`` γ = exp(α + β − log p); 0 off the graph and on impossible rows."""
+    alphas = log_alpha(prep)  # [T, B * S]
+    last = alphas[-1] if alphas.shape[0] else prep.lat.alpha0
+    log_p = log_likelihood(prep.graph, last)
+    _, possible = finish(prep, log_p)
+    log_a, log_b = public(prep, alphas), public(prep, log_beta(prep))
+    on_graph = (log_a > 0.5 * NEG_INF) & possible[:, None, None]
+    z = jnp.where(on_graph, log_a + log_b - log_p[:, None, None], 0)
+    return jnp.where(on_graph, jnp.exp(z), 0)
