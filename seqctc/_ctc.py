@@ -11,12 +11,12 @@ import numpy as np
 
 from seqctc import _ctc_loss, _ctc_tables
 from seqctc._graph import label_graph
+from seqctc._inputs import positions_valid
 from seqctc._types import Array, ArrayLike
 from seqctc._utils import (
     check_rank,
     check_same_dim,
     check_sequence_args,
-    paddings_to_lengths,
 )
 
 
@@ -149,9 +149,11 @@ def ctc_log_alpha(
         logits: ``[B, T, K]`` unnormalised logits (log-probabilities work too);
             ``log_softmax`` is applied inside. Half precision accumulates in
             float32.
-        logit_paddings: ``[B, T]`` paddings, 1.0 = padded frame (never read).
-        labels: ``[B, N]`` integer labels, right padded.
-        label_paddings: ``[B, N]`` paddings, 1.0 = padded label (never read).
+        logit_paddings: ``[B, T]`` paddings, 1.0 = padded frame (never read);
+            a frame counts only where its padding is 0, in any position.
+        labels: ``[B, N]`` integer labels.
+        label_paddings: ``[B, N]`` paddings, 1.0 = padded label (never read);
+            a label counts only where its padding is 0, in any position.
         blank_id: the blank class, a static Python int in ``[0, K)``.
 
     Returns:
@@ -214,9 +216,11 @@ def ctc_log_beta(
     Args:
         logits: ``[B, T, K]`` unnormalised logits; ``log_softmax`` is applied
             inside.
-        logit_paddings: ``[B, T]`` paddings, 1.0 = padded frame (never read).
-        labels: ``[B, N]`` integer labels, right padded.
-        label_paddings: ``[B, N]`` paddings, 1.0 = padded label (never read).
+        logit_paddings: ``[B, T]`` paddings, 1.0 = padded frame (never read);
+            a frame counts only where its padding is 0, in any position.
+        labels: ``[B, N]`` integer labels.
+        label_paddings: ``[B, N]`` paddings, 1.0 = padded label (never read);
+            a label counts only where its padding is 0, in any position.
         blank_id: the blank class, a static Python int in ``[0, K)``.
 
     Returns:
@@ -270,9 +274,11 @@ def ctc_posteriors(
     Args:
         logits: ``[B, T, K]`` unnormalised logits; ``log_softmax`` is applied
             inside.
-        logit_paddings: ``[B, T]`` paddings, 1.0 = padded frame (never read).
-        labels: ``[B, N]`` integer labels, right padded.
-        label_paddings: ``[B, N]`` paddings, 1.0 = padded label (never read).
+        logit_paddings: ``[B, T]`` paddings, 1.0 = padded frame (never read);
+            a frame counts only where its padding is 0, in any position.
+        labels: ``[B, N]`` integer labels.
+        label_paddings: ``[B, N]`` paddings, 1.0 = padded label (never read);
+            a label counts only where its padding is 0, in any position.
         blank_id: the blank class, a static Python int in ``[0, K)``.
 
     Returns:
@@ -309,6 +315,7 @@ def ctc_loss(
     blank_id: int = 0,
     zero_infinity: bool = False,
     reduction: str = "none",
+    log_epsilon: float | None = None,
 ) -> Array:
     r"""Exact CTC loss, −log p(labels | logits), with an analytic gradient.
 
@@ -326,28 +333,40 @@ def ctc_loss(
         \frac{\partial \mathcal{L}}{\partial z_t(k)} = \mathrm{softmax}(z_t)_k
             - \sum_{s:\, \ell'_s = k} \gamma_t(s).
 
-    The gradient (the seed's derivation, in logit space) comes from a
-    ``jax.custom_vjp``: the forward pass runs α forward, keeping the share of
-    each predecessor in every state's logsumexp, then runs γ backward as the
-    adjoint of α in probability space (multiply-adds, no β), in chunks that
-    recompute the shares from checkpoints of α when keeping them would exceed
-    32 MiB. Only the ``[B, T, K]`` gradient is kept; nothing is differentiated
-    through the scans. It is zero on padded frames. Labels and paddings get no
-    gradient. Not forward-mode differentiable (``jax.jvp``), as for any
-    ``custom_vjp``.
+    The gradient (the seed's derivation, in logit space) is analytic: the
+    forward pass runs α forward, keeping the share of each predecessor in every
+    state's logsumexp, then runs γ backward as the adjoint of α in probability
+    space (multiply-adds, no β). It enters JAX as a ``jax.custom_jvp`` whose
+    tangent is linear in the logits' tangent (``Σ grad · dlogits``), so reverse
+    mode (``jax.grad``) transposes it into the analytic gradient and forward
+    mode (``jax.jvp``, ``jax.hessian``) works too, differentiating through the
+    recursions. The gradient is zero on padded frames. Labels and paddings get
+    no gradient.
+
+    Padded frames may sit anywhere (left padding, holes of dropped frames):
+    each is skipped exactly, as if removed, so the loss equals the loss of the
+    valid frames alone, as in ``optax.ctc_loss``. Padded label slots are
+    skipped likewise.
 
     Args:
         logits: ``[B, T, K]`` unnormalised logits (log-probabilities work too);
             ``log_softmax`` is applied inside. Half precision accumulates in
             float32.
-        logit_paddings: ``[B, T]`` paddings, 1.0 = padded frame (never read).
-        labels: ``[B, N]`` integer labels, right padded.
-        label_paddings: ``[B, N]`` paddings, 1.0 = padded label (never read).
+        logit_paddings: ``[B, T]`` paddings, 1.0 = padded frame (never read);
+            a frame counts only where its padding is 0, in any position.
+        labels: ``[B, N]`` integer labels.
+        label_paddings: ``[B, N]`` paddings, 1.0 = padded label (never read);
+            a label counts only where its padding is 0, in any position.
         blank_id: the blank class, a static Python int in ``[0, K)``.
         zero_infinity: replace infinite losses (and their gradients) by 0, as
             ``torch.nn.functional.ctc_loss`` does.
         reduction: ``"none"`` (per sequence), ``"sum"``, or ``"mean"`` (torch
             semantics: the mean over the batch of ``loss / max(N_b, 1)``).
+        log_epsilon: accepted so that code written for ``optax.ctc_loss`` runs
+            unchanged, and ignored: optax uses it as a finite stand-in for
+            log 0, while seqctc is exact (log 0 stays out of the recursions
+            without a stand-in, and a row that no path can emit gives
+            ``+inf``, or 0 with ``zero_infinity``).
 
     Returns:
         ``[B]`` losses in the compute dtype (float32 for half inputs), or a scalar
@@ -386,13 +405,14 @@ def ctc_loss(
         raise ValueError(
             f"`reduction` must be 'none', 'sum' or 'mean', got {reduction!r}."
         )
+    del log_epsilon  # exact: see the docstring
     loss = _ctc_nll(logits, logit_paddings, labels, label_paddings, blank_id)
     if zero_infinity:
         loss = jnp.where(jnp.isinf(loss), jnp.zeros_like(loss), loss)
     if reduction == "sum":
         return jnp.sum(loss)
     if reduction == "mean":
-        num_labels = paddings_to_lengths(jnp.asarray(label_paddings))
+        num_labels = jnp.sum(positions_valid(label_paddings), axis=1)
         denominator = jnp.maximum(num_labels, 1).astype(loss.dtype)
         return jnp.mean(loss / denominator)
     return loss
@@ -440,33 +460,53 @@ def check_inputs(
         :func:`ctc_loss`.
     """
     logits, logit_paddings, labels, label_paddings = check_sequence_args(
-        logits, logit_paddings, labels, label_paddings, blank_id, xp=np
+        logits, logit_paddings, labels, label_paddings, blank_id
     )
-    num_classes = logits.shape[2]
-    frame_lengths = np.sum(logit_paddings == 0, axis=1)
-    num_labels = np.sum(label_paddings == 0, axis=1)
     problems = []
+    for name, paddings in (
+        ("logit_paddings", logit_paddings),
+        ("label_paddings", label_paddings),
+    ):
+        odd = np.asarray((paddings != 0) & (paddings != 1))
+        for b in np.nonzero(odd.any(axis=1))[0]:
+            t = int(np.argmax(odd[b]))
+            problems.append(
+                f"row {b}: `{name}` holds {float(paddings[b, t])} at position {t}; "
+                "paddings must be 0 (counted) or 1 (padded)."
+            )
+    graph = label_graph(labels, label_paddings, logits.shape[2], blank_id)
+    frame_valid = np.asarray(positions_valid(logit_paddings))
+    label_valid = np.asarray(positions_valid(label_paddings))
+    nan_frames = np.asarray(jnp.any(jnp.isnan(logits), axis=2)) & frame_valid
+    labels = np.asarray(labels)
+    out_of_range = (labels < 0) | (labels >= logits.shape[2])
+    frame_lengths = frame_valid.sum(axis=1)
+    num_labels, min_frames = (
+        np.asarray(graph.num_labels),
+        np.asarray(graph.min_frames()),
+    )
+    bad_rows = np.asarray(graph.bad_labels)
     for b in range(logits.shape[0]):
-        t_b, n_b = int(frame_lengths[b]), int(num_labels[b])
-        nan_frames = np.nonzero(np.isnan(logits[b, :t_b]).any(axis=-1))[0]
-        if nan_frames.size:
-            problems.append(f"row {b}: NaN logits in valid frame {nan_frames[0]}.")
-        row = labels[b, :n_b]
-        for n, label in enumerate(row.tolist()):
-            if label == blank_id:
+        if nan_frames[b].any():
+            t = int(np.argmax(nan_frames[b]))
+            problems.append(f"row {b}: NaN logits in valid frame {t}.")
+        for n in np.nonzero(label_valid[b])[0] if bad_rows[b] else ():
+            label = int(labels[b, n])
+            if out_of_range[b, n]:
+                problems.append(
+                    f"row {b}: label {label} at position {n} is outside "
+                    f"[0, {logits.shape[2]})."
+                )
+            elif label == blank_id:
                 problems.append(
                     f"row {b}: label at position {n} equals blank_id={blank_id}."
                 )
-            elif not 0 <= label < num_classes:
-                problems.append(
-                    f"row {b}: label {label} at position {n} is outside "
-                    f"[0, {num_classes})."
-                )
-        repeats = int(np.sum(row[1:] == row[:-1])) if n_b > 1 else 0
-        if t_b < n_b + repeats:
+        if frame_lengths[b] < min_frames[b]:
+            repeats = int(min_frames[b] - num_labels[b])
             problems.append(
-                f"row {b}: infeasible: {t_b} frames cannot emit {n_b} labels "
-                f"with {repeats} adjacent repeats (needs {n_b + repeats})."
+                f"row {b}: infeasible: {frame_lengths[b]} frames cannot emit "
+                f"{num_labels[b]} labels with {repeats} adjacent repeats (needs "
+                f"{min_frames[b]})."
             )
     if problems:
         raise ValueError(" ".join(problems))

@@ -84,13 +84,13 @@ def lattice(
 def shift_down(x: Array, k: int, fill) -> Array:
     """``y[i] = x[i - k]`` along the last axis, ``fill`` for ``i < k``."""
     pad = jnp.full(x.shape[:-1] + (k,), fill, x.dtype)
-    return jnp.concatenate([pad, x[..., :-k]], axis=-1)
+    return jnp.concatenate([pad, x], axis=-1)[..., : x.shape[-1]]
 
 
 def shift_up(x: Array, k: int, fill) -> Array:
     """``y[i] = x[i + k]`` along the last axis, ``fill`` for ``i >= L - k``."""
     pad = jnp.full(x.shape[:-1] + (k,), fill, x.dtype)
-    return jnp.concatenate([x[..., k:], pad], axis=-1)
+    return jnp.concatenate([x, pad], axis=-1)[..., k:]
 
 
 def predecessors(alpha: Array, enter1: Array, skip: Array):
@@ -203,7 +203,8 @@ def gradient(prep: Prepared, gamma_last: Array, shares, possible: Array) -> Arra
     """``[B, T, K]`` d(−log p)/d logits = softmax Σ_s γ − class sums of γ."""
     x, norm, valid, graph = prep.x, prep.norm, prep.valid, prep.graph
     batch, max_frames, num_classes = x.shape
-    gamma = gammas(gamma_last, shares).reshape(max_frames, batch, -1)  # [T, B, S]
+    num_states = graph.states.shape[1]
+    gamma = gammas(gamma_last, shares).reshape(max_frames, batch, num_states)
     gamma = jnp.where(jnp.transpose(valid)[:, :, None], gamma, 0)
     sums = class_sums(gamma, graph, num_classes, prep.blank_id)
     log_p = (x - norm.shift[:, :, None]) - norm.log_sum[:, :, None]

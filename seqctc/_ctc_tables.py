@@ -50,7 +50,7 @@ def log_beta(prep: Prepared) -> Array:
     num_states = prep.graph.states.shape[1]
     frames = jnp.arange(max_frames, dtype=jnp.int32)
     counted = prep.valid & ~prep.frozen[:, None]  # [B, T]
-    last = jnp.max(jnp.where(counted, frames[None, :], -1), axis=1)  # [B]
+    last = jnp.max(jnp.where(counted, frames[None, :], -1), axis=1, initial=-1)
     last = jnp.repeat(last, num_states)  # [B * S]
     end1, end2 = final_states(prep.graph)
     beta_final = jnp.where((end1 | end2).reshape(-1), 0, NEG_INF)

@@ -51,3 +51,36 @@ def lstm_step(w_ih, w_hh, b_ih, b_hh, h, c, x):
     o = sigmoid(a[..., 3 * hid :])
     c_new = f * c + i * g
     return o * np.tanh(c_new), c_new
+
+
+def compact(values, paddings):
+    """Moves each row's valid entries (padding 0) to the front, in order.
+
+    Returns ``(values, paddings)`` right padded: the reference for "a padded
+    position is skipped wherever it is". Padded slots of ``values`` are zeros.
+    """
+    values, paddings = np.asarray(values), np.asarray(paddings)
+    out = np.zeros_like(values)
+    lengths = np.sum(paddings == 0, axis=1)
+    for b in range(values.shape[0]):
+        kept = values[b][paddings[b] == 0]
+        out[b, : len(kept)] = kept
+    positions = np.arange(values.shape[1])[None, :]
+    return out, (positions >= lengths[:, None]).astype(np.float32)
+
+
+def padding_patterns(rng, batch, length):
+    """``[B, L]`` paddings of mixed patterns: tails, heads, holes, all, none."""
+    out = np.zeros((batch, length), np.float32)
+    for b in range(batch):
+        kind = b % 5
+        cut = int(rng.integers(0, length + 1))
+        if kind == 0:  # right padded
+            out[b, cut:] = 1
+        elif kind == 1:  # left padded
+            out[b, : length - cut] = 1
+        elif kind == 2:  # random holes
+            out[b] = rng.random(length) < 0.3
+        elif kind == 3 and b % 10 == 3:  # everything padded
+            out[b] = 1
+    return out
