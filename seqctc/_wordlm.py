@@ -110,6 +110,8 @@ class WordNGramLM:
         node_word: ``[nodes]`` int32 word id of the word ending at each node
             (``<unk>``'s id for lexicon words the LM lacks), −1 if none.
         node_bound: ``[nodes]`` float32 look-ahead score of each node.
+        child_bound: ``[nodes]`` float32 largest look-ahead of a node's
+            children (``NEG_INF`` for a leaf), for :meth:`max_score`.
         token_chars: ``[K, L]`` int32 trie characters of each token (−1 pad,
             −2 for a character no known word has).
         token_kind: ``[K]`` int32 what each token does (ignore, spell, end a
@@ -121,12 +123,15 @@ class WordNGramLM:
         restrict: whether the lexicon restricts hypotheses (static).
         sentence_end: whether :meth:`final_score` scores ``</s>`` (static).
         lookahead: whether partial words hold a look-ahead score (static).
+        token_kinds: whether any non-blank token ignores, spells, ends or
+            starts a word (static; tightens :meth:`max_score`).
     """
 
     table: NGramTable
     trie_next: Array
     node_word: Array
     node_bound: Array
+    child_bound: Array
     token_chars: Array
     token_kind: Array
     oov_penalty: Array
@@ -135,6 +140,7 @@ class WordNGramLM:
     restrict: bool
     sentence_end: bool = True
     lookahead: bool = True
+    token_kinds: tuple[bool, bool, bool, bool] = (True, True, True, True)
 
     # ------------------------------------------------------------ protocol
 
@@ -181,28 +187,41 @@ class WordNGramLM:
         return self._max_step(state)[0]
 
     def _max_step(self, state: WordState) -> tuple[Array, Array]:
-        """(bound of the LM increment, whether a word can complete)."""
+        """(bound of the LM increment over the non-blank tokens, word pending)."""
         pending = state.node != _ROOT
         word_lp, _, _ = self._complete(state)
+        # A delimiter: the word's score, or 0 without a word.
         completed = jnp.where(pending, word_lp, 0.0) - state.partial
-        if self.lookahead:
-            spell = jnp.where(
-                pending & (state.node > 0),
-                self.node_bound[jnp.maximum(state.node, 0)],
-                self.max_lookahead,
-            )
-            if not self.restrict:
-                spell = jnp.maximum(spell, self._lookahead(jnp.asarray(_OFF_TRIE)))
-            spell = spell - state.partial
-        else:
-            spell = jnp.zeros((), jnp.float32)
-            if not self.restrict:
-                spell = jnp.maximum(
-                    spell, self._lookahead(jnp.asarray(_OFF_TRIE)) - state.partial
-                )
-        start = completed + jnp.maximum(self.max_lookahead, 0.0)
-        bound = jnp.maximum(jnp.maximum(spell, start), jnp.maximum(completed, 0.0))
-        return bound, pending
+        off_trie = (
+            self._lookahead(jnp.asarray(_OFF_TRIE))
+            if not self.restrict
+            else jnp.asarray(NEG_INF, jnp.float32)
+        )
+        # The best look-ahead a new partial word can get from the root.
+        fresh = jnp.maximum(self.max_lookahead if self.lookahead else 0.0, off_trie)
+        # Spelling on: the best look-ahead among the node's children, or the
+        # <unk> score off the trie (where an off-trie prefix stays).
+        safe = jnp.maximum(state.node, 0)
+        here = self.child_bound[safe] if self.lookahead else 0.0
+        spell = jnp.where(
+            state.node > 0,
+            jnp.maximum(here, off_trie),
+            jnp.where(state.node == _ROOT, fresh, off_trie),
+        )
+        candidates = []
+        has_ignore, has_spell, has_delimit, has_start = self.token_kinds
+        if has_ignore:
+            candidates.append(jnp.zeros((), jnp.float32))
+        if has_spell:
+            candidates.append(spell - state.partial)
+        if has_delimit:
+            candidates.append(completed)
+        if has_start:
+            candidates.append(completed + jnp.maximum(fresh, 0.0))
+        bound = candidates[0] if candidates else jnp.zeros((), jnp.float32)
+        for c in candidates[1:]:
+            bound = jnp.maximum(bound, c)
+        return bound.astype(jnp.float32), pending & (has_delimit or has_start)
 
     def with_weights(
         self, lm_weight: ArrayLike = 1.0, insertion_bonus: ArrayLike = 0.0
@@ -507,6 +526,9 @@ class WordNGramLM:
             bound[:] = 0.0
         bound[_ROOT] = 0.0
         bound = np.where(np.isfinite(bound), bound, unk_score)
+        child_bound = np.full(num_nodes, NEG_INF)
+        for node in range(1, num_nodes):
+            child_bound[parent[node]] = max(child_bound[parent[node]], bound[node])
 
         kinds = np.full(num_classes, _SPELL, np.int32)
         spelled: list[list[int]] = []
@@ -530,6 +552,7 @@ class WordNGramLM:
             trie_next=jnp.asarray(trie_next),
             node_word=jnp.asarray(node_word),
             node_bound=jnp.asarray(bound, jnp.float32),
+            child_bound=jnp.asarray(child_bound, jnp.float32),
             token_chars=jnp.asarray(token_chars),
             token_kind=jnp.asarray(kinds),
             oov_penalty=jnp.asarray(oov_penalty, jnp.float32),
@@ -540,6 +563,10 @@ class WordNGramLM:
             restrict=lexicon is not None,
             sentence_end=bool(sentence_end),
             lookahead=bool(lookahead),
+            token_kinds=tuple(
+                bool(np.any(np.delete(kinds, blank_id) == kind))
+                for kind in (_IGNORE, _SPELL, _DELIMIT, _START)
+            ),
         )
 
 
@@ -550,12 +577,19 @@ jax.tree_util.register_dataclass(
         "trie_next",
         "node_word",
         "node_bound",
+        "child_bound",
         "token_chars",
         "token_kind",
         "oov_penalty",
         "max_lookahead",
     ],
-    meta_fields=["num_classes", "restrict", "sentence_end", "lookahead"],
+    meta_fields=[
+        "num_classes",
+        "restrict",
+        "sentence_end",
+        "lookahead",
+        "token_kinds",
+    ],
 )
 
 

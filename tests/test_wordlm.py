@@ -375,6 +375,20 @@ class SpellingTest(chex.TestCase):
                         <= float(model.max_score(state)) + 1e-5
                     ), (restrict, prefix)
 
+    def test_max_score_bounds_word_pieces(self):
+        tokens = ["", "\u2581the", "\u2581ca", "t", "\u2581", "a", "zz", "\u2581map"]
+        lm = seqctc.WordNGramLM.fit(
+            wordlm_data.sentences(300, seed=0), order=3, tokens=tokens, oov_penalty=-2.0
+        )
+        all_scores = jax.jit(jax.vmap(lm.score, in_axes=(None, 0)))
+        max_score = jax.jit(lm.max_score)
+        for prefix in [[], [1], [1, 2], [1, 2, 3], [1, 6], [4], [1, 4, 5]]:
+            state = lm.initial_state()
+            for t in prefix:
+                state, _ = lm.score(state, t)
+            _, deltas = all_scores(state, jnp.arange(len(tokens)))
+            assert float(jnp.max(deltas[1:])) <= float(max_score(state)) + 1e-5
+
     def test_pytree_under_vmap(self):
         lm = _corpus_lm(3)
         states = jax.vmap(lambda _: lm.initial_state())(jnp.arange(4))
