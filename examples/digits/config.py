@@ -86,13 +86,13 @@ class Config:
         6, "Order of the character n-gram language model.", compare=False
     )
     lm_weights: str = _option(
-        "0.25,0.5,0.75,1,1.5,2",
+        "0.5,0.75,1,1.5",
         "LM weights tried on the validation strips (comma separated); the best "
         "one decodes the test strips.",
         compare=False,
     )
     insertion_bonuses: str = _option(
-        "0,1,2",
+        "0,1",
         "Insertion bonuses tried with each LM weight on the validation strips.",
         compare=False,
     )
