@@ -4,18 +4,13 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 
-from seqctc._ctc import extend_with_blanks
+from seqctc._graph import label_graph
+from seqctc._inputs import masked_log_softmax, prepare_frames
 from seqctc._types import NEG_INF, Array, ArrayLike
-from seqctc._utils import (
-    check_rank,
-    check_same_dim,
-    check_sequence_args,
-    compute_dtype,
-)
+from seqctc._utils import check_rank, check_same_dim, check_sequence_args
 
 # Emissions are floored here, far above ``NEG_INF``: a path through a log(0)
 # emission (a ``-inf`` logit) then still beats every structurally unreachable
@@ -156,59 +151,38 @@ def viterbi_align(
         logits, logit_paddings, labels, label_paddings, blank_id
     )
     batch, num_frames, num_classes = logits.shape
-    max_labels = labels.shape[1]
-
-    frame_valid = logit_paddings == 0  # [B, T]
-    label_valid = label_paddings == 0  # [B, N]
-    num_valid_frames = jnp.sum(frame_valid, axis=1, dtype=jnp.int32)  # [B]
-    num_labels = jnp.sum(label_valid, axis=1, dtype=jnp.int32)  # [B]
-    # Padded frames are zeroed before log_softmax, so NaN there never reaches a
-    # value or a gradient (the double-where trick).
-    dtype = compute_dtype(logits)
-    logits = jnp.where(frame_valid[:, :, None], logits.astype(dtype), 0)
-    log_probs = jax.nn.log_softmax(logits, axis=-1)  # [B, T, K]
-
-    out_of_range = (labels < 0) | (labels >= num_classes)
-    if blank_id is not None:
-        out_of_range = out_of_range | (labels == blank_id)
-    bad_row = jnp.any(label_valid & out_of_range, axis=1)  # [B]
-    safe_labels = jnp.clip(labels, 0, num_classes - 1).astype(jnp.int32)
-
+    frames = prepare_frames(logits, logit_paddings)
+    graph = label_graph(labels, label_paddings, num_classes, blank_id)
+    frame_valid, log_probs = frames.valid, frames.log_probs  # [B, T], [B, T, K]
+    num_labels, num_states = graph.num_labels, graph.num_states
+    feasible = frames.lengths >= graph.min_frames(blank_id is not None)
     if blank_id is None:
-        classes = jnp.where(label_valid, safe_labels, 0)  # [B, S], S = N
-        num_states = num_labels
-        skip = jnp.zeros((batch, max_labels), bool)
-        first_states = 1
-        feasible = (num_valid_frames >= num_labels) & (
-            (num_labels > 0) | (num_valid_frames == 0)
-        )
-    else:
-        ext = extend_with_blanks(safe_labels, label_paddings, blank_id=blank_id)
-        classes, skip = ext.states, ext.skip  # [B, S], S = 2N + 1
-        num_states = 2 * num_labels + 1
-        first_states = 2
-        repeats = jnp.sum(
-            label_valid[:, 1:] & (safe_labels[:, 1:] == safe_labels[:, :-1]),
-            axis=1,
-            dtype=jnp.int32,
-        )
-        feasible = num_valid_frames >= num_labels + repeats
+        # The blank-free graph needs a frame per label, and an empty label
+        # sequence only fits an empty row.
+        feasible = feasible & ((num_labels > 0) | (frames.lengths == 0))
+    classes, skip = graph.states, graph.skip  # [B, S]
     num_all_states = classes.shape[1]
-    if num_frames == 0 or num_all_states == 0:
+    if num_frames == 0 or num_all_states == 0 or batch == 0:
         # Static edge cases: no frames, or no labels on the blank-free graph.
         # Only rows without frames and without labels are feasible (log 1).
         none = jnp.full((batch, num_frames), -1, jnp.int32)
-        log_prob = jnp.where(feasible, jnp.zeros((batch,), dtype), -jnp.inf)
-        return Alignment(none, none, jnp.where(bad_row, jnp.nan, log_prob))
+        log_prob = jnp.where(feasible, jnp.zeros((batch,), log_probs.dtype), -jnp.inf)
+        return Alignment(none, none, jnp.where(graph.bad_labels, jnp.nan, log_prob))
     positions = jnp.arange(num_all_states, dtype=jnp.int32)
     state_valid = positions[None, :] < num_states[:, None]  # [B, S]
+    first_states = 1 if blank_id is None else 2
     initial = state_valid & (positions < first_states)[None, :]  # [B, S]
+    # The first counted frame of each row enters the initial states; the
+    # following counted frames run the recursion, skipped frames keep delta.
+    steps = jnp.arange(num_frames, dtype=jnp.int32)
+    first = jnp.min(jnp.where(frame_valid, steps, num_frames), axis=1)  # [B]
 
     # Flat indices into a frame's [B, K] log probabilities and a [B, S] back-pointer
     # row: a 1-D in-bounds gather is several times faster on CPU than
     # take_along_axis inside the scan. ``classes`` is clipped to [0, K).
     rows = jnp.arange(batch, dtype=jnp.int32)[:, None]  # [B, 1]
     emit_index = rows * num_classes + classes  # [B, S]
+    dtype = log_probs.dtype
 
     def emissions(log_probs_t):  # [B, K] -> [B, S]
         emit = log_probs_t.reshape(-1).at[emit_index].get(mode="promise_in_bounds")
@@ -216,7 +190,7 @@ def viterbi_align(
 
     def forward(delta, inputs):
         # delta: [B, S] best log probability of a prefix ending in each state.
-        log_probs_t, valid_t = inputs  # [B, K], [B]
+        t, log_probs_t, valid_t = inputs  # [], [B, K], [B]
         emit = emissions(log_probs_t)
         fill = jnp.full((batch, 2), NEG_INF, dtype)
         from_prev = jnp.concatenate([fill[:, :1], delta], axis=1)[:, :-1]
@@ -230,19 +204,18 @@ def viterbi_align(
             back = jnp.where(from_skip > best, 2, back)
             best = jnp.maximum(best, from_skip)
         back = back.astype(jnp.int8)
-        new = emit + best
-        # Padded frames keep delta; their back-pointers are ignored when
+        new = jnp.where(
+            (t == first)[:, None], jnp.where(initial, emit, NEG_INF), emit + best
+        )
+        # Skipped frames keep delta; their back-pointers are ignored when
         # backtracking (masking them here costs more than the whole recursion).
         return jnp.where(valid_t[:, None], new, delta), back
 
     log_probs_tm = jnp.swapaxes(lax.stop_gradient(log_probs), 0, 1)  # [T, B, K]
     valid_tm = jnp.swapaxes(frame_valid, 0, 1)  # [T, B]
-    # Frame 0 enters the initial states; frames 1 … T-1 run the recursion.
-    delta0 = jnp.where(
-        initial & valid_tm[0][:, None], emissions(log_probs_tm[0]), NEG_INF
-    )
-    delta, backs = lax.scan(forward, delta0, (log_probs_tm[1:], valid_tm[1:]))
-    # delta: [B, S]; backs: [T - 1, B, S], offsets from frame t + 1 to frame t.
+    delta0 = jnp.full((batch, num_all_states), NEG_INF, dtype)
+    delta, backs = lax.scan(forward, delta0, (steps, log_probs_tm, valid_tm))
+    # delta: [B, S]; backs: [T, B, S], offsets from frame t to frame t - 1.
 
     last = jnp.maximum(num_states - 1, 0)  # [B]
     if blank_id is None:
@@ -257,16 +230,13 @@ def viterbi_align(
 
     def backward(state, inputs):
         # state: [B] state at frame t; back_t: [B, S] offsets to frame t - 1.
-        back_t, valid_t = inputs  # [B, S], [B]
+        t, back_t, valid_t = inputs  # [], [B, S], [B]
         flat = rows[:, 0] * num_all_states + state  # [B], state in [0, S)
         step = back_t.reshape(-1).at[flat].get(mode="promise_in_bounds")
-        step = jnp.where(valid_t, step.astype(jnp.int32), 0)
+        step = jnp.where(valid_t & (t > first), step.astype(jnp.int32), 0)
         return jnp.maximum(state - step, 0), state
 
-    first, path = lax.scan(
-        backward, end, (backs, valid_tm[1:]), reverse=True
-    )  # [B], [T - 1, B]
-    path = jnp.concatenate([first[None, :], path], axis=0)  # [T, B]: frames 0 … T-1
+    _, path = lax.scan(backward, end, (steps, backs, valid_tm), reverse=True)
     path = jnp.swapaxes(path, 0, 1)  # [B, T]
     on_path = frame_valid & feasible[:, None]  # [B, T]
     states = jnp.where(on_path, path, -1)
@@ -278,7 +248,7 @@ def viterbi_align(
     )[:, :, 0]  # [B, T]
     log_prob = jnp.sum(jnp.where(on_path, path_log_probs, 0), axis=1)
     log_prob = jnp.where(feasible, log_prob, -jnp.inf)
-    log_prob = jnp.where(bad_row, jnp.nan, log_prob)
+    log_prob = jnp.where(graph.bad_labels, jnp.nan, log_prob)
     return Alignment(
         frame_labels=frame_labels.astype(jnp.int32),
         states=states.astype(jnp.int32),
@@ -377,9 +347,8 @@ def token_spans(
     # Frames outside any token scatter to slot M, which is dropped.
     token = jnp.where(in_token & (token < max_tokens), token, max_tokens)  # [B, T]
 
-    dtype = compute_dtype(logits)
-    logits = jnp.where(on_path[:, :, None], logits.astype(dtype), 0)
-    log_probs = jax.nn.log_softmax(logits, axis=-1)  # [B, T, K]
+    log_probs = masked_log_softmax(logits, on_path)  # [B, T, K]
+    dtype = log_probs.dtype
     frame_scores = jnp.take_along_axis(
         log_probs, jnp.maximum(frame_labels, 0)[:, :, None], axis=2
     )[:, :, 0]  # [B, T]

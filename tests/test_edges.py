@@ -1,4 +1,4 @@
-"""CTC at the edges: padding anywhere, degenerate sizes, forward-mode AD.
+"""CTC and alignment at the edges: padding anywhere, degenerate sizes, forward AD.
 
 The references are independent: the same function on the compacted input (the
 valid frames and labels alone, moved to the front by numpy), optax (which skips
@@ -86,6 +86,31 @@ class PaddingAnywhereTest(chex.TestCase):
                 np.testing.assert_allclose(kept, want[b, : len(kept)], rtol=1e-5)
                 padded = got[b][lp[b] > 0]
                 assert np.all(padded <= fill) if fill else np.all(padded == 0)
+
+
+class AlignmentPaddingAnywhereTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(("ctc", 0), ("blank_free", None))
+    def test_viterbi_equals_the_valid_frames_alone(self, blank_id):
+        args = _batch(np.random.default_rng(7), batch=10, frames=10)
+        ref_args = _compacted(*args)
+        align = self.variant(lambda *a: seqctc.viterbi_align(*a, blank_id=blank_id))(
+            *args
+        )
+        want = seqctc.viterbi_align(*ref_args, blank_id=blank_id)
+        np.testing.assert_allclose(align.log_prob, want.log_prob, rtol=1e-6)
+        lp = args[1]
+        for b in range(lp.shape[0]):
+            for got, ref in (
+                (align.frame_labels, want.frame_labels),
+                (align.states, want.states),
+            ):
+                kept = np.asarray(got[b])[lp[b] == 0]
+                np.testing.assert_array_equal(kept, np.asarray(ref[b, : len(kept)]))
+                np.testing.assert_array_equal(np.asarray(got[b])[lp[b] > 0], -1)
+        # The Viterbi loss reads the same alignment.
+        loss = seqctc.viterbi_loss(*args, blank_id=blank_id)
+        np.testing.assert_allclose(loss, -np.asarray(want.log_prob), rtol=1e-6)
 
 
 class DegenerateSizesTest(chex.TestCase):
