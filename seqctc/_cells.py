@@ -184,8 +184,17 @@ def _weights(params, transpose: Callable[[Array], Array] = jnp.transpose):
 
 
 def _preact(w: _Weights, h: Array, x: Array) -> Array:
-    """``x W_ih^T + b_ih + h W_hh^T + b_hh``: ``[..., G]``."""
-    return _add_bias(x @ w.w_ih_t, w.b_ih) + _add_bias(h @ w.w_hh_t, w.b_hh)
+    """``x W_ih^T + b_ih + h W_hh^T + b_hh``: ``[..., G]``, as one matmul.
+
+    ``[x, h] [W_ih, W_hh]^T`` is one matmul per frame instead of two, which on
+    XLA:CPU made the LSTM's forward and backward 3-18 % faster on the benchmark
+    shapes (the GRU needs its hidden projection apart).
+    """
+    xh = jnp.concatenate([x, h], axis=-1)  # [..., D + H]
+    # Stacked here rather than once outside the scans' loops: measured faster
+    # on XLA:CPU (XLA hoists the loop-invariant concatenation itself).
+    w_cat = jnp.concatenate([w.w_ih_t, w.w_hh_t], axis=0)  # [D + H, G]
+    return _add_bias(xh @ w_cat, w.b_ih + w.b_hh)
 
 
 def _shared_param_grads(params, x: Array, saved: tuple[Array, ...]):
