@@ -1,15 +1,22 @@
-"""CTC value + gradient: seqctc against optax and torch, side by side.
+"""CTC loss and value + gradient: seqctc against optax and torch, on a sweep.
 
-Each peer computes the summed loss and its gradient with respect to the logits:
-seqctc and optax as one jitted ``jax.value_and_grad``; torch as ``log_softmax``,
-``F.ctc_loss`` and ``backward`` on CPU with 2 threads. Repetitions are
-interleaved (seqctc, optax, torch, seqctc, ...) after a warm-up, and the median is
-reported. Peak memory is the temp size of the compiled XLA computation.
+Every array (logits, both paddings, labels) is an argument of the jitted
+function, as in a training step. The sweep covers short and long inputs (T from
+40 to 4,000, N up to 400), small, BPE-sized and OCR-sized vocabularies (K from 8
+to 6,625) and batches from 1 to 128. For each shape the script times, side by
+side and interleaved after a warm-up: seqctc and optax as jitted functions (the
+per-row loss alone, and ``jax.value_and_grad`` of the summed loss), torch as
+``log_softmax`` + ``F.ctc_loss`` (+ ``backward``) on the CPU with 2 threads.
+It reports the medians, the ratios (above 1: seqctc faster), the temp memory
+of the compiled XLA computations, the agreement with optax, and the distance of
+each float32 gradient from seqctc's float64 gradient. It writes a table and two
+figures (ratio against T, against K).
 
 Usage::
 
-    python benchmarks/bench_ctc.py            # full run, writes the results file
-    python benchmarks/bench_ctc.py --quick    # a short run
+    python benchmarks/bench_ctc.py                 # full sweep, writes docs/_results
+    python benchmarks/bench_ctc.py --quick         # four shapes, writes nothing
+    python benchmarks/bench_ctc.py --out-dir DIR   # results and figures into DIR
 """
 
 from __future__ import annotations
@@ -30,8 +37,26 @@ from _timing import interleaved_ms  # noqa: E402
 
 import seqctc  # noqa: E402
 
-SHAPES = [(1, 40, 11, 5), (32, 200, 32, 40), (16, 1000, 32, 200), (64, 100, 11, 5)]
-RESULTS = Path(__file__).resolve().parent.parent / "docs" / "_results" / "bench_ctc.md"
+# (B, T, K, N): the four shapes of earlier rounds first, then the sweep.
+SHAPES = [
+    (1, 40, 11, 5),
+    (32, 200, 32, 40),
+    (16, 1000, 32, 200),
+    (64, 100, 11, 5),
+    (128, 50, 32, 10),
+    (128, 100, 64, 20),
+    (8, 1000, 32, 150),
+    (8, 2000, 32, 300),
+    (4, 4000, 8, 400),
+    (1, 4000, 32, 400),
+    (16, 500, 256, 100),
+    (8, 400, 1024, 80),
+    (32, 100, 1000, 20),
+    (16, 100, 6625, 25),
+    (1, 1000, 6625, 100),
+]
+QUICK = [(1, 40, 11, 5), (32, 200, 32, 40), (8, 2000, 32, 300), (16, 100, 6625, 25)]
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "_results"
 
 
 def make_batch(rng, batch, frames, classes, max_labels):
@@ -46,57 +71,61 @@ def make_batch(rng, batch, frames, classes, max_labels):
     return logits, np.asarray(logit_paddings), labels, np.asarray(label_paddings)
 
 
-def jax_value_and_grad(loss_fn, logit_paddings, labels, label_paddings):
-    def total(x):
+def jax_fns(loss_fn):
+    """The jitted loss and value+gradient of ``loss_fn``, every array an argument."""
+
+    def total(x, logit_paddings, labels, label_paddings):
         return jnp.sum(loss_fn(x, logit_paddings, labels, label_paddings))
 
-    return jax.jit(jax.value_and_grad(total))
+    return jax.jit(loss_fn), jax.jit(jax.value_and_grad(total))
 
 
-def torch_value_and_grad(logit_paddings, labels, label_paddings):
+def torch_fns(logit_paddings, labels, label_paddings):
     frame_lengths = torch.tensor(np.sum(logit_paddings == 0, axis=1))
     num_labels = torch.tensor(np.sum(label_paddings == 0, axis=1))
     targets = torch.tensor(labels.astype(np.int64))
 
-    def run(x):
-        x = x.detach().requires_grad_(True)
+    def loss(x):
         log_probs = torch.log_softmax(x, dim=-1).transpose(0, 1)  # [T, B, K]
-        loss = torch.nn.functional.ctc_loss(
+        return torch.nn.functional.ctc_loss(
             log_probs, targets, frame_lengths, num_labels, reduction="sum"
         )
-        loss.backward()
-        return loss.detach(), x.grad
 
-    return run
+    def value_and_grad(x):
+        x = x.detach().requires_grad_(True)
+        value = loss(x)
+        value.backward()
+        return value.detach(), x.grad
+
+    def loss_alone(x):
+        with torch.no_grad():
+            return loss(x)
+
+    return loss_alone, value_and_grad
 
 
-def temp_bytes(fn, x):
-    analysis = fn.lower(x).compile().memory_analysis()
-    return None if analysis is None else analysis.temp_size_in_bytes
+def temp_mib(fn, *args):
+    analysis = fn.lower(*args).compile().memory_analysis()
+    return None if analysis is None else analysis.temp_size_in_bytes / 2**20
 
 
 def bench_shape(shape, repeats, rng):
     logits, lp, labels, lap = make_batch(rng, *shape)
-    ours = jax_value_and_grad(seqctc.ctc_loss, lp, labels, lap)
-    theirs = jax_value_and_grad(optax.ctc_loss, lp, labels, lap)
-    torch_fn = torch_value_and_grad(lp, labels, lap)
-    x_jax = jnp.asarray(logits)
+    args = tuple(jnp.asarray(a) for a in (logits, lp, labels, lap))
+    ours_loss, ours_vg = jax_fns(seqctc.ctc_loss)
+    optax_loss, optax_vg = jax_fns(optax.ctc_loss)
+    torch_loss, torch_vg = torch_fns(lp, labels, lap)
     x_torch = torch.tensor(logits)
 
-    ours_loss = jax.jit(lambda x: seqctc.ctc_loss(x, lp, labels, lap))
-    theirs_loss = jax.jit(lambda x: optax.ctc_loss(x, lp, labels, lap))
-
-    # Same numbers: per-row losses and gradients against optax, and both
-    # libraries' gradients against seqctc's in float64.
-    loss_ours = ours_loss(x_jax)
-    loss_optax = theirs_loss(x_jax)
+    # Same numbers: per-row losses against optax; both gradients against
+    # seqctc's float64 gradient.
+    loss_ours, loss_optax = ours_loss(*args), optax_loss(*args)
     loss_diff = float(np.max(np.abs(loss_ours - loss_optax) / np.abs(loss_optax)))
-    _, grad_ours = ours(x_jax)
-    _, grad_optax = theirs(x_jax)
-    grad_diff = float(np.max(np.abs(grad_ours - grad_optax)))
+    _, grad_ours = ours_vg(*args)
+    _, grad_optax = optax_vg(*args)
     with jax.enable_x64(True):
-        _, grad_f64 = jax_value_and_grad(seqctc.ctc_loss, lp, labels, lap)(
-            jnp.asarray(logits, jnp.float64)
+        _, grad_f64 = jax_fns(seqctc.ctc_loss)[1](
+            jnp.asarray(logits, jnp.float64), *args[1:]
         )
         grad_f64 = np.asarray(grad_f64)
     f64_diff = {
@@ -104,60 +133,117 @@ def bench_shape(shape, repeats, rng):
         "optax": float(np.max(np.abs(np.asarray(grad_optax) - grad_f64))),
     }
 
+    def run(fn):
+        return lambda: jax.block_until_ready(fn(*args))
+
     runners = {
-        "seqctc": lambda: jax.block_until_ready(ours(x_jax)),
-        "optax": lambda: jax.block_until_ready(theirs(x_jax)),
-        "torch": lambda: torch_fn(x_torch),
-        "seqctc loss": lambda: jax.block_until_ready(ours_loss(x_jax)),
-        "optax loss": lambda: jax.block_until_ready(theirs_loss(x_jax)),
+        "seqctc vg": run(ours_vg),
+        "optax vg": run(optax_vg),
+        "torch vg": lambda: torch_vg(x_torch),
+        "seqctc loss": run(ours_loss),
+        "optax loss": run(optax_loss),
+        "torch loss": lambda: torch_loss(x_torch),
     }
     return {
         "shape": shape,
         "ms": interleaved_ms(runners, repeats, warmup=2),
         "temp": {
-            "seqctc": temp_bytes(ours, x_jax),
-            "optax": temp_bytes(theirs, x_jax),
+            "seqctc vg": temp_mib(ours_vg, *args),
+            "optax vg": temp_mib(optax_vg, *args),
+            "seqctc loss": temp_mib(ours_loss, *args),
+            "optax loss": temp_mib(optax_loss, *args),
         },
         "loss_rel_diff": loss_diff,
-        "grad_abs_diff": grad_diff,
         "f64_diff": f64_diff,
     }
 
 
+def ratios(row, what):
+    ms = row["ms"]
+    return ms[f"optax {what}"] / ms[f"seqctc {what}"], (
+        ms[f"torch {what}"] / ms[f"seqctc {what}"]
+    )
+
+
+def _mib(value):
+    return "n/a" if value is None else f"{value:.1f}"
+
+
 def table(rows):
     lines = [
-        "| (B, T, K, N) | seqctc ms | optax ms | torch ms | optax / seqctc "
-        "| torch / seqctc | temp MiB seqctc | temp MiB optax | loss rel. diff "
-        "| grad abs. diff |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| (B, T, K, N) | value+grad ms | vs optax | vs torch | loss ms "
+        "| vs optax | vs torch | temp MiB v+g (optax) | temp MiB loss (optax) "
+        "| loss rel. diff | grad − f64 (optax) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        ms, temp = r["ms"], r["temp"]
-        mib = {k: "n/a" if v is None else f"{v / 2**20:.2f}" for k, v in temp.items()}
+        ms, temp, f64 = r["ms"], r["temp"], r["f64_diff"]
+        vg_optax, vg_torch = ratios(r, "vg")
+        lo_optax, lo_torch = ratios(r, "loss")
         lines.append(
-            f"| {r['shape']} | {ms['seqctc']:.3f} | {ms['optax']:.3f} "
-            f"| {ms['torch']:.3f} | {ms['optax'] / ms['seqctc']:.2f}× "
-            f"| {ms['torch'] / ms['seqctc']:.2f}× | {mib['seqctc']} | {mib['optax']} "
-            f"| {r['loss_rel_diff']:.1e} | {r['grad_abs_diff']:.1e} |"
+            f"| {r['shape']} | {ms['seqctc vg']:.2f} | {vg_optax:.2f}× "
+            f"| {vg_torch:.2f}× | {ms['seqctc loss']:.2f} | {lo_optax:.2f}× "
+            f"| {lo_torch:.2f}× | {_mib(temp['seqctc vg'])} "
+            f"({_mib(temp['optax vg'])}) | {_mib(temp['seqctc loss'])} "
+            f"({_mib(temp['optax loss'])}) | {r['loss_rel_diff']:.1e} "
+            f"| {f64['seqctc']:.1e} ({f64['optax']:.1e}) |"
         )
     return "\n".join(lines)
 
 
-def detail_table(rows):
-    """Loss-only times and the gradients' distance to a float64 gradient."""
-    lines = [
-        "| (B, T, K, N) | seqctc loss ms | optax loss ms | optax / seqctc "
-        "| grad − float64, seqctc | grad − float64, optax |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        ms, f64 = r["ms"], r["f64_diff"]
-        lines.append(
-            f"| {r['shape']} | {ms['seqctc loss']:.3f} | {ms['optax loss']:.3f} "
-            f"| {ms['optax loss'] / ms['seqctc loss']:.2f}× "
-            f"| {f64['seqctc']:.1e} | {f64['optax']:.1e} |"
+def summary(rows):
+    vg = np.array([ratios(r, "vg") for r in rows])
+    lo = np.array([ratios(r, "loss") for r in rows])
+    return (
+        f"Over the {len(rows)} shapes: value+grad {vg[:, 0].min():.2f}–"
+        f"{vg[:, 0].max():.2f}× optax (geometric mean "
+        f"{np.exp(np.mean(np.log(vg[:, 0]))):.2f}×), {vg[:, 1].min():.2f}–"
+        f"{vg[:, 1].max():.2f}× torch; loss alone {lo[:, 0].min():.2f}–"
+        f"{lo[:, 0].max():.2f}× optax (geometric mean "
+        f"{np.exp(np.mean(np.log(lo[:, 0]))):.2f}×), {lo[:, 1].min():.2f}–"
+        f"{lo[:, 1].max():.2f}× torch."
+    )
+
+
+def plot(rows, out_dir):
+    """Speed-up over optax against T (K <= 64) and against K."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for axis, name, keep in (
+        (1, "T", lambda s: s[2] <= 64),
+        (2, "K", lambda s: True),
+    ):
+        chosen = sorted(
+            (r for r in rows if keep(r["shape"])), key=lambda r: r["shape"][axis]
         )
-    return "\n".join(lines)
+        if not chosen:
+            continue
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        xs = [r["shape"][axis] for r in chosen]
+        for what, label in (("vg", "value + gradient"), ("loss", "loss alone")):
+            ax.plot(xs, [ratios(r, what)[0] for r in chosen], "o-", label=label)
+        for r, x in zip(chosen, xs):
+            ax.annotate(
+                str(r["shape"]),
+                (x, ratios(r, "vg")[0]),
+                fontsize=6,
+                textcoords="offset points",
+                xytext=(3, 3),
+            )
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"{name} (log scale)")
+        ax.set_ylabel("optax time / seqctc time")
+        ax.set_title(
+            f"CTC speed-up over optax against {name} ({jax.default_backend()})"
+        )
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out_dir / f"bench_ctc_ratio_vs_{name}.png", dpi=120)
+        plt.close(fig)
 
 
 def machine_facts():
@@ -168,52 +254,53 @@ def machine_facts():
         f"- python {platform.python_version()}, jax {jax.__version__}, "
         f"optax {optax.__version__}, torch {torch.__version__}, "
         f"numpy {np.__version__}\n"
-        f"- device: {jax.devices()[0].platform}"
+        f"- device: {jax.devices()[0].platform} ({jax.devices()[0].device_kind})"
     )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a short run")
+    parser.add_argument("--quick", action="store_true", help="four shapes, no file")
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--no-write", action="store_true", help="do not write docs")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument("--shapes", nargs="*", help="B,T,K,N shapes to run instead")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    repeats = args.repeats or (5 if args.quick else 15)
-    shapes = SHAPES[:2] if args.quick else SHAPES
+    repeats = args.repeats or (5 if args.quick else 9)
+    shapes = QUICK if args.quick else SHAPES
+    if args.shapes:
+        shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes]
     rng = np.random.default_rng(0)
     rows = []
     for shape in shapes:
         rows.append(bench_shape(shape, repeats, rng))
         print(table(rows[-1:]).splitlines()[-1], flush=True)
-    text = table(rows)
-    details = detail_table(rows)
-    print()
-    print(text)
-    print()
-    print(details)
-    if not args.quick and not args.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(
-            "# CTC value + gradient: seqctc vs optax vs torch\n\n"
-            "Generated by `python benchmarks/bench_ctc.py`: jitted "
-            "`jax.value_and_grad` of the summed loss for seqctc and optax, "
-            "`log_softmax` + `F.ctc_loss` + `backward` for torch (CPU, 2 threads); "
-            f"median of {repeats} interleaved repetitions after warm-up. Ratios "
-            "above 1 mean seqctc is faster. Temp memory is "
-            "`jax.jit(f).lower(x).compile().memory_analysis().temp_size_in_bytes`. "
-            "The last two columns compare seqctc with optax (per-row loss, "
-            "gradient).\n\n"
-            + text
-            + "\n\nThe loss alone (jitted forward, no gradient), and the largest "
-            "absolute difference of each float32 gradient from seqctc's float64 "
-            "gradient (`jax.enable_x64`) on the same inputs:\n\n"
-            + details
-            + "\n\n"
-            + machine_facts()
-            + "\n"
-        )
-        print(f"\nwrote {RESULTS}")
+    text, total = table(rows), summary(rows)
+    print(f"\n{text}\n\n{total}")
+    if args.quick or args.shapes:
+        return
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    plot(rows, args.out_dir)
+    (args.out_dir / "bench_ctc.md").write_text(
+        "# CTC loss and value + gradient: seqctc vs optax vs torch\n\n"
+        "Generated by `python benchmarks/bench_ctc.py`. Every array is an "
+        "argument of the jitted function. seqctc and optax: the jitted per-row "
+        "loss, and jitted `jax.value_and_grad` of the summed loss; torch: "
+        "`log_softmax` + `F.ctc_loss` (+ `backward`) on the CPU with 2 threads. "
+        f"Median of {repeats} interleaved repetitions after warm-up; ratios above "
+        "1 mean seqctc is faster. Temp memory is the compiled computation's "
+        "`memory_analysis().temp_size_in_bytes`, optax's in parentheses. The "
+        "last columns: the largest relative difference of the per-row losses "
+        "from optax's, and the largest absolute difference of each float32 "
+        "gradient from seqctc's float64 gradient (optax's in parentheses).\n\n"
+        + text
+        + "\n\n"
+        + total
+        + "\n\n"
+        + machine_facts()
+        + "\n"
+    )
+    print(f"\nwrote {args.out_dir / 'bench_ctc.md'}")
 
 
 if __name__ == "__main__":
