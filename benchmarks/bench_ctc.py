@@ -225,7 +225,7 @@ def plot(rows, out_dir):
         xs = [r["shape"][axis] for r in chosen]
         for what, label in (("vg", "value + gradient"), ("loss", "loss alone")):
             ax.plot(xs, [ratios(r, what)[0] for r in chosen], "o-", label=label)
-        for r, x in zip(chosen, xs):
+        for r, x in zip(chosen, xs, strict=True):
             ax.annotate(
                 str(r["shape"]),
                 (x, ratios(r, "vg")[0]),
