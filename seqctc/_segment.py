@@ -9,17 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqctc._align import viterbi_align
+from seqctc._inputs import masked_log_softmax
 from seqctc._types import Array, ArrayLike
 from seqctc._utils import check_rank, check_same_dim, compute_dtype
 
 _SCHEDULES = ("last", "uniform", "linear")
-
-
-def _log_probs(logits: Array, valid: Array) -> Array:
-    """``log_softmax`` over classes with padded frames zeroed first (never read)."""
-    dtype = compute_dtype(logits)
-    logits = jnp.where(valid[:, :, None], logits.astype(dtype), 0)
-    return jax.nn.log_softmax(logits, axis=-1)
 
 
 def _check_logits(logits: Array, paddings: Array, paddings_name: str) -> None:
@@ -83,7 +77,7 @@ def framewise_loss(
         )
     num_classes = logits.shape[-1]
     valid = paddings == 0  # [B, T]
-    log_probs = _log_probs(logits, valid)  # [B, T, K]
+    log_probs = masked_log_softmax(logits, valid)  # [B, T, K]
     safe = jnp.clip(frame_labels, 0, num_classes - 1).astype(jnp.int32)
     nll = -jnp.take_along_axis(log_probs, safe[:, :, None], axis=2)[:, :, 0]
     labelled = valid & (frame_labels >= 0)
@@ -132,7 +126,8 @@ def framewise_predict(logits: ArrayLike, paddings: ArrayLike) -> Array:
 def sequence_weights(logit_paddings: ArrayLike, *, schedule: str = "uniform") -> Array:
     r"""Setting II: per-frame weights :math:`w_t` that respect each row's length.
 
-    With :math:`T_b` the valid length of row :math:`b`:
+    With :math:`T_b` the valid length of row :math:`b` and :math:`t` the index of
+    a frame among the valid ones (padded frames are skipped wherever they are):
 
     * ``"last"``: the naive loss on the last output only,
       :math:`w_t = [t = T_b - 1]`.
@@ -174,13 +169,14 @@ def sequence_weights(logit_paddings: ArrayLike, *, schedule: str = "uniform") ->
     dtype = jnp.float64 if logit_paddings.dtype == jnp.float64 else jnp.float32
     valid = logit_paddings == 0  # [B, T]
     lengths = jnp.sum(valid, axis=1, dtype=jnp.int32)  # [B]
-    frames = jnp.arange(logit_paddings.shape[1], dtype=jnp.int32)  # [T]
+    # The index of each frame among the valid ones of its row.
+    frames = jnp.cumsum(valid, axis=1, dtype=jnp.int32) - 1  # [B, T]
     if schedule == "last":
-        weights = frames[None, :] == (lengths - 1)[:, None]
+        weights = frames == (lengths - 1)[:, None]
     elif schedule == "uniform":
         weights = valid
     else:
-        ramp = (frames[None, :] + 1).astype(dtype)
+        ramp = (frames + 1).astype(dtype)
         weights = ramp / jnp.maximum(lengths, 1)[:, None].astype(dtype)
     return jnp.where(valid, weights.astype(dtype), 0)
 
@@ -254,7 +250,7 @@ def weighted_sequence_loss(
         raise ValueError(f"`label` must be integers, got dtype {label.dtype}.")
     num_classes = logits.shape[-1]
     valid = logit_paddings == 0  # [B, T]
-    log_probs = _log_probs(logits, valid)  # [B, T, K]
+    log_probs = masked_log_softmax(logits, valid)  # [B, T, K]
     dtype = log_probs.dtype
     weights = _frame_weights(weights, logits, valid, dtype)  # [B, T]
     safe = jnp.clip(label, 0, num_classes - 1).astype(jnp.int32)  # [B]

@@ -113,6 +113,34 @@ class AlignmentPaddingAnywhereTest(chex.TestCase):
         np.testing.assert_allclose(loss, -np.asarray(want.log_prob), rtol=1e-6)
 
 
+class LectureLossesPaddingAnywhereTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_equal_the_valid_frames_alone(self):
+        logits, lp, _, _ = _batch(np.random.default_rng(8), batch=10, frames=9)
+        x, ref_lp = compact(np.nan_to_num(logits), lp)
+        targets = np.arange(10, dtype=np.int32) % 5
+        for schedule in ("last", "uniform", "linear"):
+            got = np.asarray(
+                self.variant(
+                    lambda p, s=schedule: seqctc.sequence_weights(p, schedule=s)
+                )(lp)
+            )
+            want = np.asarray(seqctc.sequence_weights(ref_lp, schedule=schedule))
+            for b in range(lp.shape[0]):
+                kept = got[b][lp[b] == 0]
+                np.testing.assert_allclose(kept, want[b, : len(kept)])
+                np.testing.assert_array_equal(got[b][lp[b] > 0], 0)
+        np.testing.assert_allclose(
+            self.variant(seqctc.weighted_sequence_loss)(logits, lp, targets, None),
+            seqctc.weighted_sequence_loss(x, ref_lp, targets, None),
+            rtol=1e-6,
+        )
+        np.testing.assert_array_equal(
+            self.variant(seqctc.weighted_vote)(logits, lp),
+            seqctc.weighted_vote(x, ref_lp),
+        )
+
+
 class DegenerateSizesTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.named_parameters(
