@@ -425,8 +425,9 @@ class WordNGramLM:
         Args:
             sentences: strings (split on whitespace) or word sequences.
             order: ``n ≥ 1``.
-            tokens, word_delimiter, lexicon, blank_id, oov_penalty, lookahead,
-                sentence_end: as in :meth:`from_arpa`.
+            tokens: as in :meth:`from_arpa`, like ``word_delimiter``,
+                ``lexicon``, ``blank_id``, ``oov_penalty``, ``lookahead`` and
+                ``sentence_end``.
             discounts: ``n`` triples ``(D1, D2, D3+)`` to use instead of the
                 count-of-counts estimate (which falls back to ``(0.5, 1, 1.5)``
                 on corpora too small for it, like lmplz's
