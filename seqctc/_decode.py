@@ -662,19 +662,33 @@ def _search_frame(
 
         def tier2():
             row = full_row()
-            values, classes = _top_classes(row.lp, cfg.num_exact + 1)
+            # Without fusion 2W classes are exact; with fusion, 2W, 8W, 32W
+            # classes with the bound checked after each, then every class.
+            counts = [cfg.num_exact]
+            if cfg.fused:
+                counts += [min(m * cfg.beam_width, cfg.num_allowed) for m in (8, 32)]
+                counts = sorted(set(counts))
+            return _rank_row(row, counts)
+
+        def _rank_row(row, counts):
+            count = counts[0]
+            if count >= cfg.num_allowed or (not cfg.fused and len(counts) == 1):
+                values, classes = _top_classes(row.lp, count)
+                return rank(beams, st, classes, values)
+            values, classes = _top_classes(row.lp, count + 1)
             pk = rank(beams, st, classes[:, :-1], values[:, :-1])
-            if not cfg.fused or cfg.num_exact >= cfg.num_allowed:
-                return pk
-            ok2 = exact(beams, st, pk, values[:, -1]) | ~row.valid
+            ok_row = exact(beams, st, pk, values[:, -1]) | ~row.valid
+            if len(counts) > 1:
+                rest = functools.partial(_rank_row, row, counts[1:])
+            else:  # every class
 
-            def tier3():  # every class
-                classes = jnp.broadcast_to(
-                    jnp.arange(cfg.num_classes, dtype=jnp.int32), row.lp.shape
-                )
-                return rank(beams, st, classes, row.lp)
+                def rest():
+                    classes = jnp.broadcast_to(
+                        jnp.arange(cfg.num_classes, dtype=jnp.int32), row.lp.shape
+                    )
+                    return rank(beams, st, classes, row.lp)
 
-            return lax.cond(jnp.all(ok2), lambda: pk, tier3)
+            return lax.cond(jnp.all(ok_row), lambda: pk, rest)
 
         picked = lax.cond(jnp.all(ok), lambda: picked, tier2)
     del dtype

@@ -58,9 +58,9 @@ class _Table(NamedTuple):
 
 
 def _build_table(entries: dict, width: int) -> tuple[_Table, int]:
-    """``(table, probes)``: linear probing, load ≤ 1/2, ``probes`` = max reach."""
+    """``(table, probes)``: linear probing, load ≤ 1/4, ``probes`` = max reach."""
     size = 1
-    while size < 2 * max(len(entries), 1):
+    while size < 4 * max(len(entries), 1):
         size *= 2
     keys = np.full((size, width), -1, np.int32)
     values = np.zeros((size, 2), np.float32)
