@@ -8,6 +8,7 @@ reference; padding invariance, bad values and static misuse.
 import functools
 import itertools
 import os
+from unittest import mock
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -23,6 +24,7 @@ from jax.test_util import check_grads  # noqa: E402
 from oracles import paddings as _paddings  # noqa: E402
 
 import seqctc  # noqa: E402
+from seqctc import _ctc_loss  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -402,6 +404,32 @@ class PeersTest(chex.TestCase):
                 grad[feasible], want_grad[feasible], rtol=1e-4, atol=2e-6
             )
             np.testing.assert_array_equal(grad[~feasible], 0)
+
+    def test_chunked_gather_equals_torch(self):
+        # Long inputs gather their emissions a chunk at a time; force chunks of
+        # 8 frames on a batch whose T is not a multiple of 8.
+        logits, lp, labels, lap = _random_batch(
+            np.random.default_rng(13), 5, 23, 5, 6, feasible=False
+        )
+        want, want_grad = _torch_loss(logits, lp, labels, lap, reduction="none")
+        frame_lengths = np.sum(lp == 0, axis=1)
+        repeats = np.sum((labels[:, 1:] == labels[:, :-1]) & (lap[:, 1:] == 0), 1)
+        feasible = frame_lengths >= np.sum(lap == 0, axis=1) + repeats
+        with mock.patch.object(_ctc_loss, "_CHUNK_BYTES", 0):
+            (_, losses), grad = jax.jit(
+                jax.value_and_grad(
+                    lambda x: (
+                        jnp.sum(seqctc.ctc_loss(x, lp, labels, lap)),
+                        seqctc.ctc_loss(x, lp, labels, lap),
+                    ),
+                    has_aux=True,
+                )
+            )(logits)
+        np.testing.assert_allclose(losses, want, rtol=1e-5)
+        np.testing.assert_allclose(
+            grad[feasible], want_grad[feasible], rtol=1e-4, atol=2e-6
+        )
+        np.testing.assert_array_equal(grad[~feasible], 0)
 
     def test_infeasible_rows_are_inf_with_zero_gradient(self):
         logits, lp, labels, lap = _random_batch(
