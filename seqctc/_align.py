@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax.numpy as jnp
@@ -16,6 +17,17 @@ from seqctc._utils import check_rank, check_same_dim, check_sequence_args
 # emission (a ``-inf`` logit) then still beats every structurally unreachable
 # state (which sits near ``NEG_INF``), so backtracking always follows a valid path.
 _EMIT_FLOOR = -1e20
+# Back-pointer tables (one int8 per frame and state) above this many bytes give
+# way to checkpoints: delta kept every ~sqrt(T) frames, each chunk's pointers
+# recomputed while backtracking (two forward passes, O(sqrt(T) B S) memory).
+_FULL_TABLE_BYTES = 256 * 2**20
+
+
+def _chunk_frames(num_frames: int, width: int) -> int | None:
+    """Frames per checkpointed chunk, or None to keep every back-pointer."""
+    if num_frames * width <= _FULL_TABLE_BYTES:
+        return None
+    return max(1, math.isqrt(num_frames - 1) + 1)
 
 
 class Alignment(NamedTuple):
@@ -214,8 +226,30 @@ def viterbi_align(
     log_probs_tm = jnp.swapaxes(lax.stop_gradient(log_probs), 0, 1)  # [T, B, K]
     valid_tm = jnp.swapaxes(frame_valid, 0, 1)  # [T, B]
     delta0 = jnp.full((batch, num_all_states), NEG_INF, dtype)
-    delta, backs = lax.scan(forward, delta0, (steps, log_probs_tm, valid_tm))
-    # delta: [B, S]; backs: [T, B, S], offsets from frame t to frame t - 1.
+    inputs = (steps, log_probs_tm, valid_tm)
+    chunk = _chunk_frames(num_frames, batch * num_all_states)
+    if chunk is None:
+        delta, backs = lax.scan(forward, delta0, inputs)
+        # delta: [B, S]; backs: [T, B, S], offsets from frame t to frame t - 1.
+    else:
+        # Bounded memory: keep delta at the start of each chunk of frames,
+        # recompute a chunk's back-pointers when backtracking through it.
+        num_chunks = -(-num_frames // chunk)
+        pad = num_chunks * chunk - num_frames
+
+        def chunked(a):  # [T, ...] -> [C#, C, ...]; padded frames are skipped
+            widths = [(0, pad)] + [(0, 0)] * (a.ndim - 1)
+            fill = num_frames if a is steps else 0
+            a = jnp.pad(a, widths, constant_values=fill)
+            return a.reshape((num_chunks, chunk) + a.shape[1:])
+
+        inputs = tuple(chunked(a) for a in inputs)
+
+        def forward_chunk(delta, inputs_c):
+            end, _ = lax.scan(lambda d, x: (forward(d, x)[0], None), delta, inputs_c)
+            return end, delta
+
+        delta, checkpoints = lax.scan(forward_chunk, delta0, inputs)
 
     last = jnp.maximum(num_states - 1, 0)  # [B]
     if blank_id is None:
@@ -236,7 +270,17 @@ def viterbi_align(
         step = jnp.where(valid_t & (t > first), step.astype(jnp.int32), 0)
         return jnp.maximum(state - step, 0), state
 
-    _, path = lax.scan(backward, end, (steps, backs, valid_tm), reverse=True)
+    if chunk is None:
+        _, path = lax.scan(backward, end, (steps, backs, valid_tm), reverse=True)
+    else:
+
+        def backward_chunk(state, xs):
+            checkpoint, (steps_c, log_probs_c, valid_c) = xs
+            _, backs_c = lax.scan(forward, checkpoint, (steps_c, log_probs_c, valid_c))
+            return lax.scan(backward, state, (steps_c, backs_c, valid_c), reverse=True)
+
+        _, path = lax.scan(backward_chunk, end, (checkpoints, inputs), reverse=True)
+        path = path.reshape(-1, batch)[:num_frames]  # [T, B]
     path = jnp.swapaxes(path, 0, 1)  # [B, T]
     on_path = frame_valid & feasible[:, None]  # [B, T]
     states = jnp.where(on_path, path, -1)

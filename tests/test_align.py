@@ -1,6 +1,7 @@
 """Viterbi alignment against brute force over every path and a plain numpy loop."""
 
 import itertools
+from unittest import mock
 
 import chex
 import jax
@@ -12,6 +13,7 @@ from oracles import collapse as _collapse
 from oracles import log_softmax as _log_softmax
 
 import seqctc
+from seqctc import _align as _align_module
 
 # ---------------------------------------------------------------------------
 # Independent references.
@@ -194,6 +196,23 @@ class ViterbiAlignTest(chex.TestCase):
         for b, log_probs, labels in _rows(*batch):
             expected = _numpy_viterbi(log_probs, labels, blank_id)
             np.testing.assert_allclose(align.log_prob[b], expected, rtol=1e-5)
+
+    @parameterized.named_parameters(("ctc", 0), ("blank_free", None))
+    def test_checkpointed_path_matches_numpy_viterbi(self, blank_id):
+        # Long inputs keep delta at ~sqrt(T) checkpoints and recompute the
+        # back-pointers; force that on a batch whose T is not a square.
+        rng = np.random.default_rng(4)
+        batch = _random_batch(rng, *MID, blank=0)
+        with mock.patch.object(_align_module, "_FULL_TABLE_BYTES", 0):
+            align = jax.jit(lambda *a: seqctc.viterbi_align(*a, blank_id=blank_id))(
+                *batch
+            )
+        full = seqctc.viterbi_align(*batch, blank_id=blank_id)
+        for b, log_probs, labels in _rows(*batch):
+            expected = _numpy_viterbi(log_probs, labels, blank_id)
+            np.testing.assert_allclose(align.log_prob[b], expected, rtol=1e-5)
+        # The same path: the tie-breaking rule does not depend on the chunks.
+        np.testing.assert_array_equal(align.states, full.states)
 
     def test_best_path_is_at_most_the_ctc_sum(self):
         rng = np.random.default_rng(4)
