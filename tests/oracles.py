@@ -84,3 +84,164 @@ def padding_patterns(rng, batch, length):
         elif kind == 3 and b % 10 == 3:  # everything padded
             out[b] = 1
     return out
+
+
+# --- References for the property-based suite (tests/test_properties.py). ---
+
+import functools  # noqa: E402
+import itertools  # noqa: E402
+
+
+@functools.cache
+def _all_paths(num_frames, num_classes, blank):
+    """Every path of ``num_frames`` classes (``[P, T]``) and its collapse."""
+    paths = list(itertools.product(range(num_classes), repeat=num_frames))
+    paths = np.array(paths, np.int64).reshape(len(paths), num_frames)
+    return paths, [collapse(p, blank) for p in paths]
+
+
+def ctc_brute_force(logp, labels, blank):
+    """CTC of one row over all ``K**T`` paths of its valid frames.
+
+    ``logp`` is ``[T, K]`` log probabilities (float64), ``labels`` the valid
+    labels. Returns ``(log_p, best, occupancy)``: the log of the summed
+    probability of the paths that collapse to ``labels`` (``-inf`` if none),
+    the log probability of the best such path (Viterbi), and ``[T, K]`` the
+    posterior probability that such a path emits class k at frame t (zeros
+    if infeasible).
+    """
+    logp = np.asarray(logp, np.float64)
+    num_frames, num_classes = logp.shape
+    labels = tuple(int(v) for v in labels)
+    paths, collapsed = _all_paths(num_frames, num_classes, blank)
+    keep = np.array([c == labels for c in collapsed], bool)
+    occupancy = np.zeros((num_frames, num_classes))
+    if not keep.any():
+        return -np.inf, -np.inf, occupancy
+    kept = paths[keep]
+    scores = logp[np.arange(num_frames)[None, :], kept].sum(axis=1)
+    best = np.max(scores)
+    log_p = best + np.log(np.sum(np.exp(scores - best)))
+    weights = np.exp(scores - log_p)
+    for t in range(num_frames):
+        np.add.at(occupancy[t], kept[:, t], weights)
+    return log_p, best, occupancy
+
+
+def blank_free_best(logp, labels):
+    """Best log prob of the blank-free segmentation: each label ≥ 1 frame, in order."""
+    logp = np.asarray(logp, np.float64)
+    num_frames, n = logp.shape[0], len(labels)
+    if n == 0:
+        return 0.0 if num_frames == 0 else -np.inf
+    best = -np.inf
+    for cuts in itertools.combinations(range(1, num_frames), n - 1):
+        bounds = (0, *cuts, num_frames)
+        score = sum(logp[bounds[i] : bounds[i + 1], labels[i]].sum() for i in range(n))
+        best = max(best, score)
+    return best
+
+
+def ctc_log_tables(logp, labels, blank):
+    """log α (emission included) and log β (emission excluded) by recursion.
+
+    One row: ``logp [T, K]`` float64 log probabilities of the valid frames,
+    ``labels`` its valid labels. ``-inf`` marks unreachable entries.
+    """
+    logp = np.asarray(logp, np.float64)
+    num_frames = logp.shape[0]
+    ext = [blank]
+    for v in labels:
+        ext += [int(v), blank]
+    num_states = len(ext)
+
+    def preds(s):  # states that may precede s
+        out = [s, s - 1]
+        if s >= 2 and ext[s] != blank and ext[s] != ext[s - 2]:
+            out.append(s - 2)
+        return [p for p in out if p >= 0]
+
+    alpha = np.full((num_frames, num_states), -np.inf)
+    beta = np.full((num_frames, num_states), -np.inf)
+    if num_frames == 0:
+        return alpha, beta
+    alpha[0, 0] = logp[0, ext[0]]
+    if num_states > 1:
+        alpha[0, 1] = logp[0, ext[1]]
+    for t in range(1, num_frames):
+        for s in range(num_states):
+            alpha[t, s] = (
+                np.logaddexp.reduce([alpha[t - 1, p] for p in preds(s)])
+                + logp[t, ext[s]]
+            )
+    beta[-1, num_states - 1] = 0.0
+    if num_states > 1:
+        beta[-1, num_states - 2] = 0.0
+    for t in range(num_frames - 2, -1, -1):
+        for s in range(num_states):
+            terms = [
+                beta[t + 1, n] + logp[t + 1, ext[n]]
+                for n in range(s, min(s + 3, num_states))
+                if s in preds(n)
+            ]
+            beta[t, s] = np.logaddexp.reduce(terms)
+    return alpha, beta
+
+
+def greedy(logp, frames, blank):
+    """Best-path decoding of one row: ``(tokens, starts, score)``.
+
+    ``logp [T_b, K]`` holds the valid frames in order and ``frames`` their
+    indices in the input (what ``starts`` refer to).
+    """
+    path = np.argmax(logp, axis=-1)  # ties to the lowest class
+    tokens, starts, prev = [], [], None
+    for i, k in enumerate(path):
+        if k != prev and k != blank:
+            tokens.append(int(k))
+            starts.append(int(frames[i]))
+        prev = k
+    score = float(np.sum(np.max(logp, axis=-1))) if len(path) else 0.0
+    return tokens, starts, score
+
+
+def prefix_beam_search(logp, blank, beam_width):
+    """CTC prefix beam search of one row with merging; standard pruning.
+
+    Returns ``(hypotheses, gap)``: ``[(prefix, log prob)]`` best first (at
+    most ``beam_width``), and the smallest margin seen at a pruning cut
+    (between the last kept and the first dropped prefix; ``inf`` if none was
+    dropped), so callers can skip near-ties whose order is arbitrary.
+    """
+    logp = np.asarray(logp, np.float64)
+    beams = {(): (0.0, -np.inf)}  # prefix -> (blank-ending, non-blank-ending)
+    gap = np.inf
+    for row in logp:
+        new = {}
+
+        def add(prefix, pb=-np.inf, pnb=-np.inf, new=new):
+            ob, onb = new.get(prefix, (-np.inf, -np.inf))
+            new[prefix] = (np.logaddexp(ob, pb), np.logaddexp(onb, pnb))
+
+        for prefix, (pb, pnb) in beams.items():
+            total = np.logaddexp(pb, pnb)
+            add(prefix, pb=total + row[blank])
+            for k in range(len(row)):
+                if k == blank:
+                    continue
+                if prefix and prefix[-1] == k:
+                    add(prefix, pnb=pnb + row[k])
+                    add(prefix + (k,), pnb=pb + row[k])
+                else:
+                    add(prefix + (k,), pnb=total + row[k])
+        ranked = sorted(new.items(), key=lambda kv: -np.logaddexp(*kv[1]))
+        if len(ranked) > beam_width:
+            cut = np.logaddexp(*ranked[beam_width - 1][1])
+            dropped = np.logaddexp(*ranked[beam_width][1])
+            if np.isfinite(cut):
+                gap = min(gap, cut - dropped)
+        beams = dict(ranked[:beam_width])
+    hyps = sorted(
+        ((p, float(np.logaddexp(*s))) for p, s in beams.items()), key=lambda h: -h[1]
+    )
+    return hyps, gap
