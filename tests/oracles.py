@@ -132,8 +132,10 @@ def blank_free_best(logp, labels):
     """Best log prob of the blank-free segmentation: each label ≥ 1 frame, in order."""
     logp = np.asarray(logp, np.float64)
     num_frames, n = logp.shape[0], len(labels)
+    if num_frames < n or (n == 0 and num_frames > 0):
+        return -np.inf
     if n == 0:
-        return 0.0 if num_frames == 0 else -np.inf
+        return 0.0
     best = -np.inf
     for cuts in itertools.combinations(range(1, num_frames), n - 1):
         bounds = (0, *cuts, num_frames)

@@ -25,6 +25,7 @@ Profiles (``HYPOTHESIS_PROFILE``): ``default`` runs a few examples per test
 
 import contextlib
 import dataclasses
+import functools
 import os
 
 import jax
@@ -176,6 +177,43 @@ def _np(a):
     return np.asarray(a, np.float64)
 
 
+# Jitted once per shape and dtype (much cheaper than eager calls on a new shape);
+# the cache is shared by the examples.
+_J = {
+    name: jax.jit(getattr(seqctc, name), static_argnames=static)
+    for name, static in (
+        ("ctc_loss", ("blank_id", "zero_infinity", "reduction")),
+        ("ctc_log_alpha", ("blank_id",)),
+        ("ctc_log_beta", ("blank_id",)),
+        ("ctc_posteriors", ("blank_id",)),
+        ("greedy_decode", ("blank_id",)),
+        ("beam_decode", ("beam_width", "top_k", "blank_id")),
+        ("viterbi_align", ("blank_id",)),
+        ("viterbi_loss", ("blank_id",)),
+        ("token_spans", ("max_tokens", "blank_id")),
+        ("framewise_loss", ()),
+        ("weighted_sequence_loss", ()),
+        ("weighted_vote", ()),
+    )
+}
+
+
+@functools.partial(jax.jit, static_argnames=("blank_id",))
+def _loss_grad(x, logit_paddings, labels, label_paddings, *, blank_id):
+    def total(x):
+        loss = seqctc.ctc_loss(
+            x,
+            logit_paddings,
+            labels,
+            label_paddings,
+            blank_id=blank_id,
+            zero_infinity=True,
+        )
+        return jnp.sum(jnp.where(jnp.isnan(loss), 0, loss))
+
+    return jax.grad(total)(x)
+
+
 # --- CTC loss and gradient -------------------------------------------------
 
 
@@ -186,16 +224,11 @@ def test_ctc_loss_and_gradient(case, zero_infinity, reduction):
     kw = dict(blank_id=case.blank, zero_infinity=zero_infinity)
     with case.ctx():
         x = case.x()
-        rows = _np(seqctc.ctc_loss(x, *args, **kw))
+        rows = _np(_J["ctc_loss"](x, *args, **kw))
         reduced = None
         if batch and reduction != "none":
-            reduced = float(_np(seqctc.ctc_loss(x, *args, **kw, reduction=reduction)))
-
-        def total(x):
-            loss = seqctc.ctc_loss(x, *args, blank_id=case.blank, zero_infinity=True)
-            return jnp.sum(jnp.where(jnp.isnan(loss), 0, loss))
-
-        grad = _np(jax.grad(total)(x))
+            reduced = float(_np(_J["ctc_loss"](x, *args, **kw, reduction=reduction)))
+        grad = _np(_loss_grad(x, *args, blank_id=case.blank))
     assert rows.shape == (batch,) and grad.shape == (batch, frames, classes)
     rtol, atol = _tol(case.dtype)
     want = np.zeros(batch)
@@ -236,9 +269,9 @@ def test_ctc_tables(case):
     args = (case.logit_paddings, case.labels, case.label_paddings)
     with case.ctx():
         x = case.x()
-        alpha = _np(seqctc.ctc_log_alpha(x, *args, blank_id=case.blank))
-        beta = _np(seqctc.ctc_log_beta(x, *args, blank_id=case.blank))
-        gamma = _np(seqctc.ctc_posteriors(x, *args, blank_id=case.blank))
+        alpha = _np(_J["ctc_log_alpha"](x, *args, blank_id=case.blank))
+        beta = _np(_J["ctc_log_beta"](x, *args, blank_id=case.blank))
+        gamma = _np(_J["ctc_posteriors"](x, *args, blank_id=case.blank))
     rtol, atol = _tol(case.dtype)
     for table in (alpha, beta, gamma):
         assert table.shape == (batch, frames, states)
@@ -282,7 +315,7 @@ def test_ctc_tables(case):
 def test_greedy_decode(case):
     batch, frames, _ = case.shape
     with case.ctx():
-        out = seqctc.greedy_decode(case.x(), case.logit_paddings, blank_id=case.blank)
+        out = _J["greedy_decode"](case.x(), case.logit_paddings, blank_id=case.blank)
         tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
         starts, scores = np.asarray(out.starts), _np(out.scores)
     assert tokens.shape == starts.shape == (batch, frames)
@@ -303,7 +336,7 @@ def test_beam_decode(case, beam_width, data):
     batch, frames, _ = case.shape
     top_k = data.draw(st.integers(1, beam_width))
     with case.ctx():
-        out = seqctc.beam_decode(
+        out = _J["beam_decode"](
             case.x(),
             case.logit_paddings,
             beam_width=beam_width,
@@ -372,15 +405,15 @@ def test_viterbi_align_loss_and_token_spans(case, graph):
     args = (case.logit_paddings, case.labels, case.label_paddings)
     with case.ctx():
         x = case.x()
-        al = seqctc.viterbi_align(x, *args, blank_id=blank_id)
-        loss = _np(seqctc.viterbi_loss(x, *args, blank_id=blank_id))
+        al = _J["viterbi_align"](x, *args, blank_id=blank_id)
+        loss = _np(_J["viterbi_loss"](x, *args, blank_id=blank_id))
         slots = width if width else frames
         if slots == 0:
             # token_spans has no zero-width output: max_tokens must be >= 1.
             with pytest.raises(ValueError, match="max_tokens"):
-                seqctc.token_spans(al, x, max_tokens=None, blank_id=blank_id)
+                _J["token_spans"](al, x, max_tokens=None, blank_id=blank_id)
             slots = 1
-        spans = seqctc.token_spans(al, x, max_tokens=slots, blank_id=blank_id)
+        spans = _J["token_spans"](al, x, max_tokens=slots, blank_id=blank_id)
         frame_labels, states = np.asarray(al.frame_labels), np.asarray(al.states)
         log_prob = _np(al.log_prob)
         sp_tokens, sp_starts = np.asarray(spans.tokens), np.asarray(spans.starts)
@@ -392,10 +425,15 @@ def test_viterbi_align_loss_and_token_spans(case, graph):
     for b in range(batch):
         padded = case.logit_paddings[b] != 0
         assert np.all(frame_labels[b, padded] == -1) and np.all(states[b, padded] == -1)
+        labels, logp = case.valid_labels(b), case.logp(b)
         if case.bad(b, blank=blank_id):
+            infeasible = len(case.frames(b)) < len(labels) or (
+                blank_id is None and not labels and len(case.frames(b))
+            )
+            if case.nan_frames(b) and infeasible:
+                continue  # a known bug, see test_viterbi_loss_nan_logits_infeasible
             assert np.isnan(loss[b]), (b, loss[b])
             continue
-        labels, logp = case.valid_labels(b), case.logp(b)
         if blank_id is None:
             best = blank_free_best(logp, labels)
         else:
@@ -425,6 +463,22 @@ def test_viterbi_align_loss_and_token_spans(case, graph):
             )
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="viterbi_loss returns +inf, not NaN, for a row with NaN logits in a "
+    "valid frame when the row is also infeasible (T_b < N_b, or N_b = 0 with "
+    "blank_id=None); ctc_loss gives NaN there (DESIGN: Bad values)",
+)
+@pytest.mark.parametrize("blank_id", [0, None])
+def test_viterbi_loss_nan_logits_infeasible(blank_id):
+    logits = np.array([[[np.nan, 0.0], [0.0, 0.0]]], np.float32)
+    labels = np.array([[1, 1, 1]], np.int32)
+    loss = seqctc.viterbi_loss(
+        logits, np.zeros((1, 2)), labels, np.zeros((1, 3)), blank_id=blank_id
+    )
+    assert np.isnan(loss[0]), loss
+
+
 # --- Lecture losses ------------------------------------------------------------
 
 
@@ -448,9 +502,9 @@ def test_lecture_losses(case, data):
     lp = case.logit_paddings
     with case.ctx():
         x = case.x()
-        fw = _np(seqctc.framewise_loss(x, frame_labels, lp))
-        ws = _np(seqctc.weighted_sequence_loss(x, lp, label, weights))
-        vote = np.asarray(seqctc.weighted_vote(x, lp, weights))
+        fw = _np(_J["framewise_loss"](x, frame_labels, lp))
+        ws = _np(_J["weighted_sequence_loss"](x, lp, label, weights))
+        vote = np.asarray(_J["weighted_vote"](x, lp, weights))
     rtol, atol = _tol(case.dtype)
     assert fw.shape == ws.shape == vote.shape == (batch,)
     for b in range(batch):
