@@ -544,7 +544,8 @@ _MISUSES = (
 )
 
 
-@given(cases(bad=False), st.sampled_from(_MISUSES), st.integers(0, 8))
+@settings(max_examples=max(settings().max_examples, 40))
+@given(cases(bad=False), st.sampled_from(_MISUSES), st.integers(0, 10))
 def test_static_misuse_raises_value_error_naming_the_argument(case, misuse, which):
     batch, frames, classes = case.shape
     x = case.logits.astype(np.float32)
@@ -576,6 +577,7 @@ def test_static_misuse_raises_value_error_naming_the_argument(case, misuse, whic
     elif misuse in ("blank_id_high", "blank_id_negative"):
         kw = {"blank_id": classes if misuse == "blank_id_high" else -1}
         names = ("blank_id",)
+    frame_labels = np.zeros((batch, frames), np.int32)
     functions = {
         "ctc_loss": lambda: seqctc.ctc_loss(x, lp, labels, lap, **kw),
         "ctc_log_alpha": lambda: seqctc.ctc_log_alpha(x, lp, labels, lap, **kw),
@@ -586,17 +588,22 @@ def test_static_misuse_raises_value_error_naming_the_argument(case, misuse, whic
         "greedy_decode": lambda: seqctc.greedy_decode(x, lp, **kw),
         "beam_decode": lambda: seqctc.beam_decode(x, lp, beam_width=2, **kw),
         "weighted_vote": lambda: seqctc.weighted_vote(x, lp),
+        "framewise_loss": lambda: seqctc.framewise_loss(x, frame_labels, lp),
+        "weighted_sequence_loss": lambda: seqctc.weighted_sequence_loss(
+            x, lp, np.zeros(batch, np.int32)
+        ),
     }
     if misuse == "top_k":
         names = ("top_k",)
         call = lambda: seqctc.beam_decode(x, lp, beam_width=2, top_k=3)  # noqa: E731
     else:
         uses_labels = ("ctc", "viterbi")
+        no_blank = ("weighted_vote", "framewise_loss", "weighted_sequence_loss")
         candidates = [
             name
             for name in functions
             if not (misuse.startswith("label") and not name.startswith(uses_labels))
-            and not (misuse.startswith("blank_id") and name == "weighted_vote")
+            and not (misuse.startswith("blank_id") and name in no_blank)
         ]
         call = functions[candidates[which % len(candidates)]]
     with pytest.raises(ValueError) as info:
