@@ -247,13 +247,23 @@ def final_gamma(graph: LabelGraph, alpha: Array, log_p: Array, possible: Array):
     return jnp.where(final, jnp.exp(z), 0).reshape(-1)
 
 
+# Below this N * K, class sums are a fused reduction rather than a matmul.
+_FUSED_SUM_SIZE = 512
+
+
 def class_sums(gamma: Array, graph: LabelGraph, num_classes: int, blank_id: int):
     """``[B, T, K]`` Σ_{s: class(s) = k} γ_t(s) from ``[T, B, S]`` γ."""
     labels = graph.labels  # [B, N]
     per_label = gamma[:, :, 1::2]  # [T, B, N]
     blanks = jnp.sum(gamma[:, :, 0::2], axis=2)  # [T, B]
     one_hot = jax.nn.one_hot(labels, num_classes, dtype=gamma.dtype)  # [B, N, K]
-    sums = jnp.einsum("tbn,bnk->btk", per_label, one_hot)
+    if labels.shape[1] * num_classes <= _FUSED_SUM_SIZE:
+        # Small label x class products: one fused multiply-and-reduce beats
+        # a batch of tiny matmuls.
+        per_label = jnp.transpose(per_label, (1, 0, 2))  # [B, T, N]
+        sums = jnp.sum(per_label[:, :, :, None] * one_hot[:, None], axis=2)
+    else:
+        sums = jnp.einsum("tbn,bnk->btk", per_label, one_hot)
     is_blank = jnp.arange(num_classes) == blank_id
     return sums + jnp.where(is_blank, blanks.T[:, :, None], 0)
 

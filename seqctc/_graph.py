@@ -66,6 +66,13 @@ def compact_valid(values: Array, valid: Array, fill) -> tuple[Array, Array]:
     return out.at[rows, target].set(values, mode="drop"), count
 
 
+def _interleave(even: Array, odd: Array, last) -> Array:
+    """``[B, 2N + 1]``: even[:, 0], odd[:, 0], ..., odd[:, N - 1], then ``last``."""
+    batch, length = odd.shape
+    pairs = jnp.stack([even, odd], axis=2).reshape(batch, 2 * length)
+    return jnp.concatenate([pairs, jnp.full((batch, 1), last, odd.dtype)], axis=1)
+
+
 def label_graph(
     labels: Array, label_paddings: Array, num_classes: int, blank_id: int | None
 ) -> LabelGraph:
@@ -93,12 +100,10 @@ def label_graph(
             labels, num_labels, labels, skip, num_labels, repeats, bad_labels
         )
     # Interleave: [blank, l1, blank, l2, ..., lN, blank]  # [B, 2N + 1]
-    num_states = 2 * max_labels + 1
-    states = jnp.full((batch, num_states), blank_id, jnp.int32)
-    states = states.at[:, 1::2].set(labels)
-    label_skip = valid & (position > 0)
-    label_skip = label_skip.at[:, 1:].set(label_skip[:, 1:] & ~same)
-    skip = jnp.zeros((batch, num_states), bool).at[:, 1::2].set(label_skip)
+    states = _interleave(jnp.full_like(labels, blank_id), labels, blank_id)
+    different = jnp.concatenate([jnp.zeros((batch, 1), bool), ~same], axis=1)
+    label_skip = valid & different  # [B, N]
+    skip = _interleave(jnp.zeros_like(label_skip), label_skip, False)
     return LabelGraph(
         labels, num_labels, states, skip, 2 * num_labels + 1, repeats, bad_labels
     )
