@@ -172,6 +172,10 @@ def viterbi_align(
         # The blank-free graph needs a frame per label, and an empty label
         # sequence only fits an empty row.
         feasible = feasible & ((num_labels > 0) | (frames.lengths == 0))
+    # Rows whose log probability is NaN: bad labels, or NaN (or +inf) logits in
+    # a counted frame (which make the whole frame NaN).
+    nan_frames = frame_valid & jnp.isnan(log_probs[:, :, 0])  # [B, T]
+    bad_rows = graph.bad_labels | jnp.any(nan_frames, axis=1)
     classes, skip = graph.states, graph.skip  # [B, S]
     num_all_states = classes.shape[1]
     if num_frames == 0 or num_all_states == 0 or batch == 0:
@@ -179,7 +183,7 @@ def viterbi_align(
         # Only rows without frames and without labels are feasible (log 1).
         none = jnp.full((batch, num_frames), -1, jnp.int32)
         log_prob = jnp.where(feasible, jnp.zeros((batch,), log_probs.dtype), -jnp.inf)
-        return Alignment(none, none, jnp.where(graph.bad_labels, jnp.nan, log_prob))
+        return Alignment(none, none, jnp.where(bad_rows, jnp.nan, log_prob))
     positions = jnp.arange(num_all_states, dtype=jnp.int32)
     state_valid = positions[None, :] < num_states[:, None]  # [B, S]
     first_states = 1 if blank_id is None else 2
@@ -292,7 +296,7 @@ def viterbi_align(
     )[:, :, 0]  # [B, T]
     log_prob = jnp.sum(jnp.where(on_path, path_log_probs, 0), axis=1)
     log_prob = jnp.where(feasible, log_prob, -jnp.inf)
-    log_prob = jnp.where(graph.bad_labels, jnp.nan, log_prob)
+    log_prob = jnp.where(bad_rows, jnp.nan, log_prob)
     return Alignment(
         frame_labels=frame_labels.astype(jnp.int32),
         states=states.astype(jnp.int32),
