@@ -376,14 +376,14 @@ def token_spans(
         states, 1, "alignment.states", frame_labels, 1, "alignment.frame_labels"
     )
     batch, num_frames, _ = logits.shape
-    if max_tokens is None:
-        max_tokens = num_frames
-    if (
+    if max_tokens is not None and (
         isinstance(max_tokens, bool)
         or not isinstance(max_tokens, int)
         or max_tokens < 1
     ):
         raise ValueError(f"`max_tokens` must be a positive int, got {max_tokens!r}.")
+    if max_tokens is None:
+        max_tokens = num_frames  # 0 slots when there are no frames
 
     on_path = states >= 0  # [B, T]
     if blank_id is None:

@@ -116,10 +116,11 @@ def _ctc_nll_jvp(blank_id, primals, tangents):
 # Public functions.
 
 
-def _nan_rows(x: Array, rows: Array) -> Array:
-    """Sets every entry of the rows flagged in ``rows`` ([B]) of ``[B, ...]`` to NaN."""
-    rows = rows.reshape(rows.shape + (1,) * (x.ndim - 1))
-    return jnp.where(rows, jnp.nan, x)
+def _nan_rows(x: Array, prep: _ctc_loss.Prepared) -> Array:
+    """``[B, T, S]`` ``x`` with the graph entries of the frozen rows set to NaN."""
+    on_graph = _ctc_tables.on_graph(prep)  # [T, B, S]
+    rows = prep.frozen[None, :, None] & on_graph
+    return jnp.where(jnp.transpose(rows, (1, 0, 2)), jnp.nan, x)
 
 
 def ctc_log_alpha(
@@ -185,7 +186,7 @@ def ctc_log_alpha(
     """
     prep = _ctc_loss.prepare(logits, logit_paddings, labels, label_paddings, blank_id)
     log_alpha = _ctc_tables.public(prep, _ctc_tables.log_alpha(prep))
-    return _nan_rows(log_alpha, prep.frozen)
+    return _nan_rows(log_alpha, prep)
 
 
 def ctc_log_beta(
@@ -249,7 +250,7 @@ def ctc_log_beta(
     """
     prep = _ctc_loss.prepare(logits, logit_paddings, labels, label_paddings, blank_id)
     log_beta = _ctc_tables.public(prep, _ctc_tables.log_beta(prep))
-    return _nan_rows(log_beta, prep.frozen)
+    return _nan_rows(log_beta, prep)
 
 
 def ctc_posteriors(
@@ -303,7 +304,7 @@ def ctc_posteriors(
         :func:`ctc_log_alpha`, :func:`ctc_log_beta`, :func:`ctc_loss`.
     """
     prep = _ctc_loss.prepare(logits, logit_paddings, labels, label_paddings, blank_id)
-    return _nan_rows(_ctc_tables.posteriors(prep), prep.frozen)
+    return _nan_rows(_ctc_tables.posteriors(prep), prep)
 
 
 def ctc_loss(

@@ -71,16 +71,19 @@ def log_beta(prep: Prepared) -> Array:
     return betas
 
 
+def on_graph(prep: Prepared) -> Array:
+    """``[T, B, S]`` bool: valid frame and unpadded state."""
+    state = jnp.arange(prep.graph.states.shape[1], dtype=jnp.int32)
+    return prep.valid.T[:, :, None] & (
+        state[None, None, :] < prep.graph.num_states[None, :, None]
+    )
+
+
 def public(prep: Prepared, table: Array) -> Array:
     """``[T, B * S]`` -> ``[B, T, S]``, NEG_INF on padded frames and states."""
     batch, max_frames = prep.valid.shape
-    num_states = prep.graph.states.shape[1]
-    state = jnp.arange(num_states, dtype=jnp.int32)
-    on_graph = prep.valid.T[:, :, None] & (
-        state[None, None, :] < prep.graph.num_states[None, :, None]
-    )  # [T, B, S]
-    table = table.reshape(max_frames, batch, num_states)
-    return jnp.transpose(jnp.where(on_graph, table, NEG_INF), (1, 0, 2))
+    table = table.reshape(max_frames, batch, prep.graph.states.shape[1])
+    return jnp.transpose(jnp.where(on_graph(prep), table, NEG_INF), (1, 0, 2))
 
 
 def posteriors(prep: Prepared) -> Array:

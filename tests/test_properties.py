@@ -409,9 +409,9 @@ def test_viterbi_align_loss_and_token_spans(case, graph):
         loss = _np(_J["viterbi_loss"](x, *args, blank_id=blank_id))
         slots = width if width else frames
         if slots == 0:
-            # token_spans has no zero-width output: max_tokens must be >= 1.
-            with pytest.raises(ValueError, match="max_tokens"):
-                _J["token_spans"](al, x, max_tokens=None, blank_id=blank_id)
+            # No frames: the default gives zero token slots.
+            empty = _J["token_spans"](al, x, max_tokens=None, blank_id=blank_id)
+            assert empty.tokens.shape == (len(x), 0), empty.tokens.shape
             slots = 1
         spans = _J["token_spans"](al, x, max_tokens=slots, blank_id=blank_id)
         frame_labels, states = np.asarray(al.frame_labels), np.asarray(al.states)
@@ -427,11 +427,6 @@ def test_viterbi_align_loss_and_token_spans(case, graph):
         assert np.all(frame_labels[b, padded] == -1) and np.all(states[b, padded] == -1)
         labels, logp = case.valid_labels(b), case.logp(b)
         if case.bad(b, blank=blank_id):
-            infeasible = len(case.frames(b)) < len(labels) or (
-                blank_id is None and not labels and len(case.frames(b))
-            )
-            if case.nan_frames(b) and infeasible:
-                continue  # a known bug, see test_viterbi_loss_nan_logits_infeasible
             assert np.isnan(loss[b]), (b, loss[b])
             continue
         if blank_id is None:
@@ -463,12 +458,6 @@ def test_viterbi_align_loss_and_token_spans(case, graph):
             )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="viterbi_loss returns +inf, not NaN, for a row with NaN logits in a "
-    "valid frame when the row is also infeasible (T_b < N_b, or N_b = 0 with "
-    "blank_id=None); ctc_loss gives NaN there (DESIGN: Bad values)",
-)
 @pytest.mark.parametrize("blank_id", [0, None])
 def test_viterbi_loss_nan_logits_infeasible(blank_id):
     logits = np.array([[[np.nan, 0.0], [0.0, 0.0]]], np.float32)
