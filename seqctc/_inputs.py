@@ -75,19 +75,3 @@ def prepare_frames(logits: Array, logit_paddings: Array) -> Frames:
     valid = positions_valid(logit_paddings)  # [B, T]
     lengths = jnp.sum(valid, axis=1, dtype=jnp.int32)  # [B]
     return Frames(masked_log_softmax(logits, valid), valid, lengths)
-
-
-def right_padded(valid: Array) -> Array:
-    """Scalar bool: every row's valid positions come first (``[B, L]`` mask)."""
-    if valid.shape[1] < 2:
-        return jnp.asarray(True)
-    return ~jnp.any(valid[:, 1:] & ~valid[:, :-1])
-
-
-def compaction_order(valid: Array) -> Array:
-    """``[B, L]`` int32 indices that move each row's valid positions to the front.
-
-    A stable order: valid positions keep their relative order, then the padded
-    ones. ``take_along_axis(x, order, axis=1)`` gives the right-padded row.
-    """
-    return jnp.argsort(~valid, axis=1, stable=True).astype(jnp.int32)
