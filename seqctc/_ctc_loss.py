@@ -179,7 +179,9 @@ def alpha_pass(prep: Prepared, shares: bool):
     batch, max_frames, _ = x.shape
     width = prep.graph.states.size * x.dtype.itemsize  # bytes of one frame
     chunk = max(8, _CHUNK_BYTES // max(width, 1))
-    if chunk >= max_frames:
+    # Chunks pay when there are several, and when copying the logits into
+    # chunk-major order costs less than the emission table it splits.
+    if 2 * chunk > max_frames or x.shape[2] > 2 * prep.graph.states.shape[1]:
         return alpha_shares(lat) if shares else (alpha_last(lat), None)
     num_chunks = -(-max_frames // chunk)
     pad = num_chunks * chunk - max_frames
