@@ -18,9 +18,9 @@ import jax
 import jax.numpy as jnp
 
 from seqctc._graph import LabelGraph, label_graph
-from seqctc._inputs import positions_valid
+from seqctc._inputs import masked_logits, positions_valid
 from seqctc._types import NEG_INF, Array
-from seqctc._utils import check_sequence_args, compute_dtype
+from seqctc._utils import check_sequence_args
 
 # The emission of a skipped frame: log-probabilities are <= 0.
 _SKIP = 1.0
@@ -101,6 +101,12 @@ def shift_up(x: Array, k: int, fill) -> Array:
     return jnp.concatenate([x, pad], axis=-1)[..., k:]
 
 
+def logsumexp3(a: Array, b: Array, c: Array) -> Array:
+    """Elementwise log(e^a + e^b + e^c) with a single max shift."""
+    m = jnp.maximum(jnp.maximum(a, b), c)
+    return m + jnp.log(jnp.exp(a - m) + jnp.exp(b - m) + jnp.exp(c - m))
+
+
 def predecessors(alpha: Array, enter1: Array, skip: Array):
     """α of each state's three predecessors ``s``, ``s - 1``, ``s - 2``."""
     return (
@@ -112,10 +118,8 @@ def predecessors(alpha: Array, enter1: Array, skip: Array):
 
 def alpha_step(alpha: Array, emit: Array, enter1: Array, skip: Array) -> Array:
     """α_t from α_{t-1}: log y_t(s) + logsumexp_j α_{t-1}(s - j) (frozen if skipped)."""
-    a0, a1, a2 = predecessors(alpha, enter1, skip)
-    m = jnp.maximum(jnp.maximum(a0, a1), a2)
-    z = jnp.exp(a0 - m) + jnp.exp(a1 - m) + jnp.exp(a2 - m)
-    return jnp.where(emit > 0, alpha, m + jnp.log(z) + emit)
+    new = logsumexp3(*predecessors(alpha, enter1, skip)) + emit
+    return jnp.where(emit > 0, alpha, new)
 
 
 def alpha_shares_step(alpha: Array, emit: Array, enter1: Array, skip: Array):
@@ -307,8 +311,7 @@ def prepare(logits, logit_paddings, labels, label_paddings, blank_id) -> Prepare
         logits, logit_paddings, labels, label_paddings, blank_id
     )
     valid = positions_valid(logit_paddings)  # [B, T]
-    dtype = compute_dtype(logits)
-    x = jnp.where(valid[:, :, None], logits.astype(dtype), jnp.zeros((), dtype))
+    x = masked_logits(logits, valid)
     norm = normaliser(x)
     graph = label_graph(labels, label_paddings, logits.shape[2], blank_id)
     # NaN or +inf logits, or a frame of only -inf, in a counted frame.

@@ -16,15 +16,10 @@ from seqctc._ctc_loss import (
     final_states,
     finish,
     log_likelihood,
+    logsumexp3,
     shift_up,
 )
 from seqctc._types import NEG_INF, Array
-
-
-def _logsumexp3(a: Array, b: Array, c: Array) -> Array:
-    """Elementwise log(e^a + e^b + e^c) with a single max shift."""
-    m = jnp.maximum(jnp.maximum(a, b), c)
-    return m + jnp.log(jnp.exp(a - m) + jnp.exp(b - m) + jnp.exp(c - m))
 
 
 def log_alpha(prep: Prepared) -> Array:
@@ -62,7 +57,7 @@ def log_beta(prep: Prepared) -> Array:
         t, emit = xs
         from1 = jnp.where(enter_up, shift_up(carry, 1, NEG_INF), NEG_INF)
         from2 = jnp.where(skip_up, shift_up(carry, 2, NEG_INF), NEG_INF)
-        beta = jnp.where(t == last, beta_final, _logsumexp3(carry, from1, from2))
+        beta = jnp.where(t == last, beta_final, logsumexp3(carry, from1, from2))
         carry = jnp.where(emit > 0, carry, beta + emit)
         return carry, beta
 

@@ -63,11 +63,15 @@ def check_frame_args(
     return logits, logit_paddings
 
 
+def masked_logits(logits: Array, valid: Array) -> Array:
+    """``[B, T, K]`` logits in the compute dtype, 0 on invalid frames (never read)."""
+    dtype = compute_dtype(logits)
+    return jnp.where(valid[:, :, None], logits.astype(dtype), jnp.zeros((), dtype))
+
+
 def masked_log_softmax(logits: Array, valid: Array) -> Array:
     """``[B, T, K]`` log_softmax in the compute dtype; 0 logits on invalid frames."""
-    dtype = compute_dtype(logits)
-    x = jnp.where(valid[:, :, None], logits.astype(dtype), jnp.zeros((), dtype))
-    return jax.nn.log_softmax(x, axis=-1)
+    return jax.nn.log_softmax(masked_logits(logits, valid), axis=-1)
 
 
 def prepare_frames(logits: Array, logit_paddings: Array) -> Frames:
