@@ -143,34 +143,46 @@ def _best_class(x: Array) -> tuple[Array, Array]:
     return best, top
 
 
+# Lanes of the strided groups of a large row (see _top_classes).
+_GROUP_LANES = 256
+
+
 def _top_classes(x: Array, count: int) -> tuple[Array, Array]:
     """The ``count`` largest entries of each row of ``x [C, K]`` and their classes.
 
     A two-level selection (``lax.top_k`` of a whole row of thousands of classes
-    costs ~30 µs on CPU): the maxima of ``G`` strided groups of ``g`` classes
-    (class ``j + i·G`` in group ``j``), the ``count`` best groups, then the best
-    entries of those groups, which hold the ``count`` best classes.
+    costs ~15 µs on CPU): the maxima of ``G`` strided groups (class ``j + i·G``
+    in group ``j``; an elementwise maximum of the row's slices of ``G``
+    classes, which vectorises, where a padded reshape and a strided reduction
+    do not), the ``count`` best groups, then the best entries of those groups,
+    which hold the ``count`` best classes.
 
     Returns:
         ``(values [C, count], classes [C, count] int32)``, descending.
     """
     num_classes = x.shape[-1]
-    size = max(1, int(math.sqrt(num_classes / max(count, 1))))
-    if num_classes <= 256 or size < 4:
+    lanes = _GROUP_LANES
+    if num_classes <= 4 * lanes or count > lanes // 4:
         values, classes = lax.top_k(x, count)
         return values, classes.astype(jnp.int32)
-    groups = -(-num_classes // size)
-    padded = jnp.pad(
-        x, ((0, 0), (0, size * groups - num_classes)), constant_values=-jnp.inf
+    num_slices = -(-num_classes // lanes)
+    slices = [x[:, i * lanes : (i + 1) * lanes] for i in range(num_slices)]
+    slices[-1] = jnp.pad(
+        slices[-1],
+        ((0, 0), (0, lanes - slices[-1].shape[-1])),
+        constant_values=-jnp.inf,
     )
-    group_max = jnp.max(padded.reshape(-1, size, groups), axis=1)  # [C, G]
+    group_max = functools.reduce(jnp.maximum, slices)  # [C, G]
     best_group = lax.top_k(group_max, count)[1]
     # Ascending groups make the candidates ascend by class: ties go low.
     best_group = jnp.sort(best_group, axis=-1).astype(jnp.int32)  # [C, count]
-    offsets = groups * jnp.arange(size, dtype=jnp.int32)
+    offsets = lanes * jnp.arange(num_slices, dtype=jnp.int32)
     cand = best_group[:, None, :] + offsets[None, :, None]
-    cand = cand.reshape(x.shape[0], size * count)  # [C, g · count]
-    values, pos = lax.top_k(jnp.take_along_axis(padded, cand, axis=-1), count)
+    cand = cand.reshape(x.shape[0], num_slices * count)  # [C, g · count]
+    inside = cand < num_classes
+    values = jnp.take_along_axis(x, jnp.minimum(cand, num_classes - 1), axis=-1)
+    values = jnp.where(inside, values, -jnp.inf)
+    values, pos = lax.top_k(values, count)
     return values, jnp.take_along_axis(cand, pos, axis=-1)
 
 
