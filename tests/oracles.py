@@ -247,3 +247,88 @@ def prefix_beam_search(logp, blank, beam_width):
         ((p, float(np.logaddexp(*s))) for p, s in beams.items()), key=lambda h: -h[1]
     )
     return hyps, gap
+
+
+def _compositions(total, parts):
+    """Every tuple of ``parts`` non-negative ints summing to ``total``."""
+    if parts == 0:
+        if total == 0:
+            yield ()
+        return
+    for cuts in itertools.combinations(range(total + parts - 1), parts - 1):
+        bounds = (-1, *cuts, total + parts - 1)
+        yield tuple(bounds[i + 1] - bounds[i] - 1 for i in range(parts))
+
+
+def wildcard_viterbi_brute(logp, labels, star, blank, penalty):
+    """Best alignment of one row whose labels may hold wildcards, by enumeration.
+
+    ``labels`` is the valid label sequence, ``star`` the wildcard value in it,
+    ``blank`` the blank class or ``None`` for the blank-free graph. The labels
+    that are not wildcards cut the frames into runs (each at least one frame)
+    and gaps: before the first, between two, after the last. A gap that holds
+    wildcards is theirs: each of its frames scores
+    ``max(logp[t, blank], max(logp[t]) - penalty)`` (``max(logp[t]) - penalty``
+    without a blank). A gap without one holds blanks (it must be empty on the
+    blank-free graph). Gap lengths: a gap between two equal labels without a
+    wildcard needs a frame (CTC), and so does a gap between two labels that
+    holds several wildcards; any other gap may be empty.
+
+    Returns ``(best, frame_labels)``: the best score (``-inf`` if none) and
+    the set of frame-label tuples that reach it (``star`` on wildcard
+    frames, ``blank`` in plain gaps).
+    """
+    logp = np.asarray(logp, np.float64)
+    num_frames = logp.shape[0]
+    real = [int(v) for v in labels if v != star]
+    gaps = [0] * (len(real) + 1)  # wildcards in each gap
+    position = 0
+    for v in labels:
+        if v == star:
+            gaps[position] += 1
+        else:
+            position += 1
+    star_score = np.max(logp, axis=1) - penalty if num_frames else np.zeros(0)
+    if blank is not None and num_frames:
+        star_score = np.maximum(logp[:, blank], star_score)
+
+    def gap_min(g):
+        middle = 0 < g < len(real)
+        if gaps[g] == 0:
+            if blank is None:
+                return None  # must be empty
+            return 1 if middle and real[g - 1] == real[g] else 0
+        if middle and (gaps[g] > 1 or (blank is not None and real[g - 1] == real[g])):
+            return 1
+        return 0
+
+    best, paths = -np.inf, set()
+    parts = 2 * len(real) + 1  # gap, run, gap, run, ..., gap
+    for lengths in _compositions(num_frames, parts):
+        ok = True
+        for i, length in enumerate(lengths):
+            if i % 2:  # a label run
+                ok &= length >= 1
+            else:
+                low = gap_min(i // 2)
+                ok &= length == 0 if low is None else length >= low
+        if not ok:
+            continue
+        score, path, t = 0.0, [], 0
+        for i, length in enumerate(lengths):
+            for _ in range(length):
+                if i % 2:
+                    score += logp[t, real[i // 2]]
+                    path.append(real[i // 2])
+                elif gaps[i // 2]:
+                    score += star_score[t]
+                    path.append(star)
+                else:
+                    score += logp[t, blank]
+                    path.append(blank)
+                t += 1
+        if score > best + 1e-9:
+            best, paths = score, {tuple(path)}
+        elif abs(score - best) <= 1e-9:
+            paths.add(tuple(path))
+    return best, paths

@@ -11,6 +11,7 @@ import optax
 from absl.testing import parameterized
 from oracles import collapse as _collapse
 from oracles import log_softmax as _log_softmax
+from oracles import wildcard_viterbi_brute
 
 import seqctc
 from seqctc import _align as _align_module
@@ -117,8 +118,12 @@ TINY = (8, 5, 4, 3)  # B, T, K, N
 MID = (8, 40, 4, 12)
 
 # Jitted once per shape: eager op-by-op dispatch dominates the test time.
-_align = jax.jit(seqctc.viterbi_align, static_argnames="blank_id")
-_spans = jax.jit(seqctc.token_spans, static_argnames=("max_tokens", "blank_id"))
+_align = jax.jit(
+    seqctc.viterbi_align, static_argnames=("blank_id", "star_id", "star_penalty")
+)
+_spans = jax.jit(
+    seqctc.token_spans, static_argnames=("max_tokens", "blank_id", "star_id")
+)
 _optax_ctc = jax.jit(optax.ctc_loss)
 
 
@@ -437,10 +442,7 @@ class TokenSpansTest(chex.TestCase):
                 a, x, max_tokens=max_labels, blank_id=blank_id
             )
         )(align, logits)
-        chex.assert_shape(
-            (spans.tokens, spans.starts, spans.ends, spans.scores),
-            (MID[0], max_labels),
-        )
+        chex.assert_shape(tuple(spans), (MID[0], max_labels))
         log_probs = _log_softmax(logits)
         for b, _, labels in _rows(logits, *rest):
             states = np.asarray(align.states[b])
@@ -459,14 +461,22 @@ class TokenSpansTest(chex.TestCase):
             tokens = np.full(max_labels, -1)
             starts, ends = np.full(max_labels, -1), np.full(max_labels, -1)
             scores = np.full(max_labels, -np.inf)
+            confidence, min_confidence = np.zeros(max_labels), np.zeros(max_labels)
             for n, (_, start, end) in enumerate(runs):
                 tokens[n] = labels[n]
                 starts[n], ends[n] = start, end
                 scores[n] = np.mean(log_probs[b, start:end, labels[n]])
+                posteriors = np.exp(log_probs[b, start:end, labels[n]])
+                confidence[n] = np.mean(posteriors)
+                min_confidence[n] = np.min(posteriors)
             np.testing.assert_array_equal(spans.tokens[b], tokens)
             np.testing.assert_array_equal(spans.starts[b], starts)
             np.testing.assert_array_equal(spans.ends[b], ends)
             np.testing.assert_allclose(spans.scores[b], scores, rtol=1e-5)
+            np.testing.assert_allclose(spans.confidence[b], confidence, rtol=1e-5)
+            np.testing.assert_allclose(
+                spans.min_confidence[b], min_confidence, rtol=1e-5
+            )
 
     def test_default_slots_and_misuse(self):
         rng = np.random.default_rng(12)
@@ -483,3 +493,209 @@ class TokenSpansTest(chex.TestCase):
             seqctc.token_spans(align, logits, max_tokens=0)
         with self.assertRaisesRegex(ValueError, "`logits`"):
             seqctc.token_spans(align, logits[:, :4])
+        with self.assertRaisesRegex(ValueError, "`star_id`"):
+            seqctc.token_spans(align, logits, star_id=1)
+
+
+# ---------------------------------------------------------------------------
+# Wildcards: labels equal to STAR match any class (partial transcripts).
+
+STAR = 9  # no class of the K = 4 logits
+
+
+def _wildcard_batch(rng, shape, blank):
+    """A random batch whose labels hold wildcards: at the ends, between labels,
+    several in a row, alone, and none."""
+    batch, num_frames, num_classes, max_labels = shape
+    non_blank = [c for c in range(num_classes) if c != blank]
+    rows = []
+    for b in range(batch):
+        t_b = num_frames if b < batch // 2 else int(rng.integers(0, num_frames + 1))
+        n_b = int(rng.integers(0, max_labels + 1)) if b else max_labels
+        labels = [int(v) for v in rng.choice(non_blank, size=n_b)]
+        for i in range(n_b):
+            if rng.random() < 0.4:
+                labels[i] = STAR
+        if b == 1:
+            labels = [STAR] * min(2, max_labels)
+        logits = rng.normal(size=(t_b, num_classes)).astype(np.float32) * 3
+        rows.append((logits, labels))
+    return rows
+
+
+class WildcardTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(
+        ("ctc", 0, 0, 1.0), ("ctc_free_star", 2, 1, 0.0), ("blank_free", None, 2, 0.5)
+    )
+    def test_matches_brute_force(self, blank_id, seed, penalty):
+        rng = np.random.default_rng(20 + seed)
+        shape = (8, 6, 4, 4)
+        for _ in range(2):
+            rows = _wildcard_batch(rng, shape, blank_id)
+            batch = _embed(rows, shape)
+            align = self.variant(
+                lambda *a: seqctc.viterbi_align(
+                    *a, blank_id=blank_id, star_id=STAR, star_penalty=penalty
+                )
+            )(*batch)
+            chex.assert_shape((align.frame_labels, align.states), shape[:2])
+            for b, (logits, labels) in enumerate(rows):
+                log_probs = _log_softmax(logits)
+                best, paths = wildcard_viterbi_brute(
+                    log_probs, labels, STAR, blank_id, penalty
+                )
+                t_b = len(logits)
+                if best == -np.inf:
+                    self.assertEqual(float(align.log_prob[b]), -np.inf)
+                    np.testing.assert_array_equal(align.frame_labels[b], -1)
+                    continue
+                np.testing.assert_allclose(
+                    align.log_prob[b], best, rtol=1e-5, atol=1e-5
+                )
+                got = tuple(int(v) for v in align.frame_labels[b, :t_b])
+                self.assertIn(got, paths)
+                np.testing.assert_array_equal(align.frame_labels[b, t_b:], -1)
+                # Wildcard frames sit on wildcard states, the others on their label.
+                states = np.asarray(align.states[b, :t_b])
+                positions = states if blank_id is None else (states - 1) // 2
+                for t, s in enumerate(states):
+                    if blank_id is not None and s % 2 == 0:
+                        self.assertEqual(got[t], blank_id)
+                    else:
+                        self.assertEqual(got[t], labels[positions[t]])
+
+    def test_large_penalty_makes_a_star_the_blank_it_replaced(self):
+        rng = np.random.default_rng(23)
+        shape = (8, 7, 4, 5)
+        plain, starred = [], []
+        for b in range(shape[0]):
+            logits = rng.normal(size=(shape[1], shape[2])).astype(np.float32) * 3
+            labels = [int(v) for v in rng.integers(1, shape[2], size=3)]
+            where = b % 4  # a star before, between or after the labels
+            plain.append((logits, labels))
+            starred.append((logits, labels[:where] + [STAR] + labels[where:]))
+        ref = _align(*_embed(plain, shape))
+        got = _align(*_embed(starred, shape), star_id=STAR, star_penalty=1e6)
+        np.testing.assert_allclose(got.log_prob, ref.log_prob, rtol=1e-6)
+        frame_labels = np.where(got.frame_labels == STAR, 0, got.frame_labels)
+        np.testing.assert_array_equal(frame_labels, ref.frame_labels)
+
+    def test_star_absorbs_an_untranscribed_stretch(self):
+        # Frames 0-3 say "1 2", frames 4-7 say "3 3 1" confidently, but the
+        # transcript only holds "1 2": a trailing star takes the rest.
+        peaks = [1, 1, 0, 2, 3, 0, 3, 1]
+        logits = np.full((8, 4), -4.0, np.float32)
+        logits[np.arange(8), peaks] = 4.0
+        batch = _embed([(logits, [1, 2, STAR])], (1, 8, 4, 3))
+        align = _align(*batch, star_id=STAR)
+        np.testing.assert_array_equal(align.frame_labels[0], [1, 1, 0, 2] + [STAR] * 4)
+        spans = _spans(align, logits[None], max_tokens=3, star_id=STAR)
+        np.testing.assert_array_equal(spans.tokens[0], [1, 2, STAR])
+        np.testing.assert_array_equal(spans.starts[0], [0, 3, 4])
+        np.testing.assert_array_equal(spans.ends[0], [2, 4, 8])
+        # Without the star the same frames must be forced into "2" and blanks.
+        plain = _align(*_embed([(logits, [1, 2])], (1, 8, 4, 2)))
+        self.assertLess(float(plain.log_prob[0]), float(align.log_prob[0]))
+
+    @parameterized.named_parameters(("ctc", 0), ("blank_free", None))
+    def test_checkpointed_path_is_the_full_path(self, blank_id):
+        rng = np.random.default_rng(24)
+        shape = (8, 40, 4, 12)
+        rows = _wildcard_batch(rng, shape, blank_id)
+        batch = _embed(rows, shape)
+        kwargs = {"blank_id": blank_id, "star_id": STAR}
+        full = seqctc.viterbi_align(*batch, **kwargs)
+        # Chunks of 3 frames: the recomputed windows (4 * 3 + 1 states with
+        # stars) are narrower than the graph.
+        with (
+            mock.patch.object(_align_module, "_FULL_TABLE_BYTES", 0),
+            mock.patch.object(_align_module, "_chunk_frames", lambda t, w: 3),
+        ):
+            chunked = jax.jit(lambda *a: seqctc.viterbi_align(*a, **kwargs))(*batch)
+        chex.assert_trees_all_equal(chunked, full)
+
+    def test_padding_is_never_read(self):
+        rng = np.random.default_rng(25)
+        shape = (8, 6, 4, 4)
+        rows = _wildcard_batch(rng, shape, 0)
+        clean = _align(*_embed(rows, shape), star_id=STAR)
+        wide = _align(*_embed(rows, (8, 9, 4, 7)), star_id=STAR)
+        np.testing.assert_array_equal(wide.frame_labels[:, :6], clean.frame_labels)
+        np.testing.assert_array_equal(wide.states[:, :6], clean.states)
+        np.testing.assert_allclose(wide.log_prob, clean.log_prob, rtol=1e-6)
+
+    def test_bad_values_and_gradient(self):
+        rng = np.random.default_rng(26)
+        logits = rng.normal(size=(3, 6, 4)).astype(np.float32)
+        nan_logits = logits[2].copy()
+        nan_logits[1, 2] = np.nan
+        rows = [(logits[0], [STAR, 1]), (logits[1], [0, STAR]), (nan_logits, [STAR])]
+        batch = _embed(rows, (3, 6, 4, 2))
+        align = _align(*batch, star_id=STAR)
+        np.testing.assert_array_equal(np.isnan(align.log_prob), [False, True, True])
+        # The gradient of log_prob is the framewise cross-entropy on the
+        # classes the path emits (the best class on penalised star frames).
+        x = jnp.asarray(batch[0][:1])
+        rest = [a[:1] for a in batch[1:]]
+        grad = jax.grad(
+            lambda u: seqctc.viterbi_align(u, *rest, star_id=STAR).log_prob[0]
+        )(x)
+        log_probs = _log_softmax(logits[0])
+        frame_labels = np.asarray(align.frame_labels[0])
+        emitted = np.where(
+            frame_labels == STAR,
+            np.where(log_probs[:, 0] >= log_probs.max(1) - 1.0, 0, log_probs.argmax(1)),
+            frame_labels,
+        )
+        one_hot = np.eye(4)[emitted]
+        np.testing.assert_allclose(grad[0], one_hot - np.exp(log_probs), atol=1e-5)
+
+    def test_star_spans_score_the_best_class(self):
+        rng = np.random.default_rng(27)
+        shape = (8, 6, 4, 4)
+        rows = _wildcard_batch(rng, shape, 0)
+        batch = _embed(rows, shape)
+        align = _align(*batch, star_id=STAR)
+        spans = _spans(align, batch[0], max_tokens=4, star_id=STAR)
+        for b, (logits, labels) in enumerate(rows):
+            if not np.isfinite(align.log_prob[b]):
+                np.testing.assert_array_equal(spans.tokens[b], -1)
+                continue
+            log_probs = _log_softmax(logits)
+            states = np.asarray(align.states[b, : len(logits)])
+            for n, label in enumerate(labels):
+                frames = np.flatnonzero(states == 2 * n + 1)
+                if not len(frames):  # an empty star keeps its slot unused
+                    self.assertEqual(label, STAR)
+                    self.assertEqual(int(spans.tokens[b, n]), -1)
+                    self.assertEqual(float(spans.confidence[b, n]), 0.0)
+                    continue
+                self.assertEqual(int(spans.tokens[b, n]), label)
+                row = log_probs[frames]
+                frame_scores = row.max(1) if label == STAR else row[:, label]
+                np.testing.assert_allclose(
+                    spans.scores[b, n], frame_scores.mean(), rtol=1e-5
+                )
+                np.testing.assert_allclose(
+                    spans.confidence[b, n], np.exp(frame_scores).mean(), rtol=1e-5
+                )
+                np.testing.assert_allclose(
+                    spans.min_confidence[b, n], np.exp(frame_scores).min(), rtol=1e-5
+                )
+
+    def test_static_misuse_raises(self):
+        logits = np.zeros((1, 4, 3), np.float32)
+        args = (logits, np.zeros((1, 4)), np.ones((1, 2), np.int32), np.zeros((1, 2)))
+        cases = [
+            ({"star_id": 1}, "`star_id`"),
+            ({"star_id": 0}, "`star_id`"),
+            ({"star_id": True}, "`star_id`"),
+            ({"star_id": 2.5}, "`star_id`"),
+            ({"star_id": 3, "star_penalty": -1.0}, "`star_penalty`"),
+            ({"star_id": 3, "star_penalty": float("inf")}, "`star_penalty`"),
+            ({"star_id": 3, "star_penalty": jnp.ones(2)}, "`star_penalty`"),
+        ]
+        for kwargs, name in cases:
+            with self.assertRaisesRegex(ValueError, name):
+                seqctc.viterbi_align(*args, **kwargs)
