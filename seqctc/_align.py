@@ -689,8 +689,10 @@ def token_spans(
         Array([[1, 2]], dtype=int32)
         >>> spans.starts, spans.ends
         (Array([[0, 3]], dtype=int32), Array([[2, 4]], dtype=int32))
-        >>> spans.confidence.round(2), spans.min_confidence.round(2)  # (0.8 + 0.7) / 2
-        (Array([[0.75, 0.8 ]], dtype=float32), Array([[0.7, 0.8]], dtype=float32))
+        >>> [round(float(c), 2) for c in spans.confidence[0]]  # (0.8 + 0.7) / 2
+        [0.75, 0.8]
+        >>> [round(float(c), 2) for c in spans.min_confidence[0]]
+        [0.7, 0.8]
 
     See also:
         :func:`viterbi_align`.
