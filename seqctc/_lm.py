@@ -58,10 +58,26 @@ class _Table(NamedTuple):
 
 
 def _build_table(entries: dict, width: int) -> tuple[_Table, int]:
-    """``(table, probes)``: linear probing, load ≤ 1/4, ``probes`` = max reach."""
-    size = 1
-    while size < 4 * max(len(entries), 1):
-        size *= 2
+    """``(table, probes)``: linear probing, ``probes`` = max reach.
+
+    The load is 1/4, or 1/8 or 1/16 where that shortens the longest probe
+    sequence to at most 4 slots (every lookup reads ``probes`` slots).
+    """
+    best = None
+    for load in (4, 8, 16):
+        size = 1
+        while size < load * max(len(entries), 1):
+            size *= 2
+        built = _fill_table(entries, width, size)
+        if best is None or built[2] < best[2]:
+            best = built
+        if best[2] <= 4:
+            break
+    keys, values, probes = best
+    return _Table(jnp.asarray(keys), jnp.asarray(values)), probes
+
+
+def _fill_table(entries: dict, width: int, size: int):
     keys = np.full((size, width), -1, np.int32)
     values = np.zeros((size, 2), np.float32)
     probes = 1
@@ -75,21 +91,25 @@ def _build_table(entries: dict, width: int) -> tuple[_Table, int]:
             keys[slot] = key
             values[slot] = value
             probes = max(probes, step + 1)
-    return _Table(jnp.asarray(keys), jnp.asarray(values)), probes
+    return keys, values, probes
 
 
 def _lookup(table: _Table, probes: int, key: Array) -> tuple[Array, Array]:
-    """``(found [...], values [..., 2])`` of int32 ``key [..., j]``."""
+    """``(found [...], values [..., 2])`` of int32 ``key [..., j]``.
+
+    The ``probes`` slots a key may occupy are read in one gather (keys are
+    unique, so at most one matches): a few ops whatever the probe length,
+    where a loop over probes costs a gather, a compare and a select each.
+    """
     mask = jnp.uint32(table.keys.shape[0] - 1)
     start = _hash_tokens(key, jnp) & mask
-    found = jnp.zeros(key.shape[:-1], bool)
-    values = jnp.zeros((*key.shape[:-1], 2), table.values.dtype)
-    for p in range(probes):
-        slot = ((start + jnp.uint32(p)) & mask).astype(jnp.int32)
-        hit = jnp.all(table.keys[slot] == key, axis=-1) & ~found
-        values = jnp.where(hit[..., None], table.values[slot], values)
-        found = found | hit
-    return found, values
+    offsets = jnp.arange(probes, dtype=jnp.uint32).reshape((1,) * start.ndim + (-1,))
+    slots = ((start[..., None] + offsets) & mask).astype(jnp.int32)  # [..., P]
+    hit = jnp.all(table.keys[slots] == key[..., None, :], axis=-1)  # [..., P]
+    slot = jnp.max(jnp.where(hit, slots, -1), axis=-1)
+    found = slot >= 0
+    values = table.values[jnp.maximum(slot, 0)]
+    return found, jnp.where(found[..., None], values, jnp.zeros((), values.dtype))
 
 
 @dataclasses.dataclass(frozen=True)
