@@ -156,6 +156,32 @@ class GreedyTest(chex.TestCase):
             np.testing.assert_array_equal(out.starts[b, n:], -1)
             np.testing.assert_allclose(out.scores[b], score, rtol=1e-5, atol=1e-5)
 
+    def test_large_vocabulary_best_class_and_ties(self):
+        # K > 1024 takes the lane path (maxima of 256-class slices); exact ties
+        # in other lanes or slices still go to the lowest class.
+        rng = np.random.default_rng(2)
+        batch, frames, classes = 2, 6, 1500
+        logits = rng.normal(size=(batch, frames, classes)).astype(np.float32)
+        for b, t, tied in [
+            (0, 0, (300, 40)),
+            (0, 1, (260, 1029)),
+            (0, 2, (5, 261)),
+            (1, 0, (1499, 1243)),
+            (1, 1, (7, 1031, 263)),
+        ]:
+            logits[b, t, list(tied)] = 9.0
+        logits[1, 2] = -np.inf
+        logits[1, 2, 1400] = 0.0
+        lengths = np.array([6, 4])
+        out = seqctc.greedy_decode(logits, _paddings(lengths, frames))
+        for b, (tokens, starts, score) in enumerate(
+            _greedy_reference(logits, lengths, 0)
+        ):
+            n = len(tokens)
+            np.testing.assert_array_equal(out.tokens[b, :n], tokens)
+            np.testing.assert_array_equal(out.starts[b, :n], starts)
+            np.testing.assert_allclose(out.scores[b], score, rtol=1e-5, atol=1e-5)
+
     def test_padding_is_never_read(self):
         rng = np.random.default_rng(1)
         logits = rng.normal(size=(2, 6, 4)).astype(np.float32)
