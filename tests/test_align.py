@@ -700,3 +700,33 @@ class WildcardTest(chex.TestCase):
         for kwargs, name in cases:
             with self.assertRaisesRegex(ValueError, name):
                 seqctc.viterbi_align(*args, **kwargs)
+
+    def test_padding_anywhere_equals_the_valid_positions_alone(self):
+        rng = np.random.default_rng(28)
+        rows = _wildcard_batch(rng, WILD, 0)
+        logits, lp, labels, lap = _embed(rows, WILD)
+        batch, num_frames, num_classes, max_labels = WILD
+        # The same rows with 3 padded frames and 2 padded labels anywhere.
+        holey = [
+            np.full((batch, num_frames + 3, num_classes), np.nan, np.float32),
+            np.ones((batch, num_frames + 3), np.float32),
+            np.full((batch, max_labels + 2), STAR, np.int32),  # never read
+            np.ones((batch, max_labels + 2), np.float32),
+        ]
+        kept_frames = []
+        for b in range(batch):
+            frames = np.sort(rng.choice(num_frames + 3, num_frames, replace=False))
+            slots = np.sort(rng.choice(max_labels + 2, max_labels, replace=False))
+            holey[0][b, frames], holey[1][b, frames] = logits[b], lp[b]
+            holey[2][b, slots], holey[3][b, slots] = labels[b], lap[b]
+            kept_frames.append(frames)
+        want = _align(logits, lp, labels, lap, star_id=STAR)
+        got = _align(*holey, star_id=STAR)
+        np.testing.assert_allclose(got.log_prob, want.log_prob, rtol=1e-6)
+        for b, frames in enumerate(kept_frames):
+            np.testing.assert_array_equal(
+                got.frame_labels[b, frames], want.frame_labels[b]
+            )
+            np.testing.assert_array_equal(got.states[b, frames], want.states[b])
+            padded = np.setdiff1d(np.arange(num_frames + 3), frames[lp[b] == 0])
+            np.testing.assert_array_equal(got.frame_labels[b, padded], -1)
