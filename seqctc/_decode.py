@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -32,6 +31,8 @@ _HALF_NEG_INF = NEG_INF / 2
 _NUM_FAST = 8
 # Bytes of logits one step of the dense pass reads (a chunk of frames).
 _CHUNK_BYTES = 1 << 21
+# Lanes of the strided groups of a large row (see _top_classes).
+_GROUP_LANES = 256
 
 
 class Decoded(NamedTuple):
@@ -192,11 +193,9 @@ def _slices(x: Array) -> list[Array]:
     return out
 
 
-# Lanes of the strided groups of a large row (see _top_classes).
-_GROUP_LANES = 256
-
-
-def _top_classes(x: Array, count: int) -> tuple[Array, Array]:
+def _top_classes(
+    x: Array, count: int, *, exclude: int | None = None
+) -> tuple[Array, Array, Array]:
     """The ``count`` largest entries of each row of ``x [C, K]`` and their classes.
 
     A two-level selection (``lax.top_k`` of a whole row of thousands of classes
@@ -204,17 +203,24 @@ def _top_classes(x: Array, count: int) -> tuple[Array, Array]:
     in group ``j``; an elementwise maximum of the row's slices of ``G``
     classes, which vectorises, where a padded reshape and a strided reduction
     do not), the ``count`` best groups, then the best entries of those groups,
-    which hold the ``count`` best classes.
+    which hold the ``count`` best classes. Class ``exclude`` (the blank) is
+    left out without copying the row.
 
     Returns:
-        ``(values [C, count], classes [C, count] int32)``, descending.
+        ``(values [C, count], classes [C, count] int32, row maximum [C])``,
+        descending; the maximum is over the classes other than ``exclude``.
     """
     num_classes = x.shape[-1]
     lanes = _GROUP_LANES
     if num_classes <= 4 * lanes or count > lanes // 4:
+        if exclude is not None:
+            x = x.at[:, exclude].set(-jnp.inf)
         values, classes = lax.top_k(x, count)
-        return values, classes.astype(jnp.int32)
+        return values, classes.astype(jnp.int32), values[:, 0]
     slices = _slices(x)
+    if exclude is not None:
+        i, j = divmod(exclude, lanes)
+        slices[i] = slices[i].at[:, j].set(-jnp.inf)
     num_slices = len(slices)
     group_max = functools.reduce(jnp.maximum, slices)  # [C, G]
     best_group = lax.top_k(group_max, count)[1]
@@ -223,11 +229,11 @@ def _top_classes(x: Array, count: int) -> tuple[Array, Array]:
     offsets = lanes * jnp.arange(num_slices, dtype=jnp.int32)
     cand = best_group[:, None, :] + offsets[None, :, None]
     cand = cand.reshape(x.shape[0], num_slices * count)  # [C, g · count]
-    inside = cand < num_classes
+    inside = (cand < num_classes) & (cand != (-1 if exclude is None else exclude))
     values = jnp.take_along_axis(x, jnp.minimum(cand, num_classes - 1), axis=-1)
     values = jnp.where(inside, values, -jnp.inf)
     values, pos = lax.top_k(values, count)
-    return values, jnp.take_along_axis(cand, pos, axis=-1)
+    return values, jnp.take_along_axis(cand, pos, axis=-1), values[:, 0]
 
 
 class _FrameSummary(NamedTuple):
@@ -244,16 +250,22 @@ def _summarise(logits: Array, valid: Array, *, blank_id: int, count: int):
     neg = jnp.asarray(NEG_INF, dtype)
 
     def stats(x):  # [C, K]
-        norm = _log_normaliser(x, jnp.max(x, axis=-1))
-        blank = x[:, blank_id] - norm
         if count == 0:
+            norm = _log_normaliser(x, jnp.max(x, axis=-1))
             empty = jnp.zeros((x.shape[0], 0))
             return _FrameSummary(
-                norm, blank, empty.astype(dtype), empty.astype(jnp.int32)
+                norm,
+                x[:, blank_id] - norm,
+                empty.astype(dtype),
+                empty.astype(jnp.int32),
             )
-        non_blank = x.at[:, blank_id].set(-jnp.inf)
-        values, classes = _top_classes(non_blank, count)
-        return _FrameSummary(norm, blank, values - norm[:, None], classes)
+        # A max pass of its own: reusing the selection's maximum makes XLA
+        # fuse the selection into the exponentials (3x slower on CPU).
+        norm = _log_normaliser(x, jnp.max(x, axis=-1))
+        values, classes, _ = _top_classes(x, count, exclude=blank_id)
+        return _FrameSummary(
+            norm, x[:, blank_id] - norm, values - norm[:, None], classes
+        )
 
     fill = _FrameSummary(
         jnp.zeros((), dtype),
@@ -729,9 +741,9 @@ def _search_frame(
         def _rank_row(row, counts):
             count = counts[0]
             if count >= cfg.num_allowed or (not cfg.fused and len(counts) == 1):
-                values, classes = _top_classes(row.lp, count)
+                values, classes, _ = _top_classes(row.lp, count)
                 return rank(beams, st, classes, values)
-            values, classes = _top_classes(row.lp, count + 1)
+            values, classes, _ = _top_classes(row.lp, count + 1)
             pk = rank(beams, st, classes[:, :-1], values[:, :-1])
             ok_row = exact(beams, st, pk, values[:, -1]) | ~row.valid
             if len(counts) > 1:
