@@ -454,8 +454,14 @@ def _peak_rss_gib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def long_child(out):
-    """Runs the long case once in this (fresh) process; writes a JSON result."""
+def long_child(out, pinned=False):
+    """Runs the long case once in this (fresh) process; writes a JSON result.
+
+    ``pinned``: first restrict the process to one core (before jax starts, so
+    that XLA sizes its thread pool to it).
+    """
+    if pinned:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     import jax
 
     import seqctc
@@ -533,7 +539,17 @@ def run_long(python, child_flag):
         return result, result["peak_rss_gib"]
 
 
-def long_table(ours, ours_peak, theirs):
+def _long_row(name, result, peak):
+    if "failed" in result:
+        return f"| {name} | failed ({result['failed']}) | | | | |"
+    total = result["compile_s"] + result["run_s"]
+    return (
+        f"| {name} | {result['compile_s']:.1f} | {result['run_s']:.1f} "
+        f"| {total:.1f} | {result['wall_s']:.1f} | {peak:.2f} |"
+    )
+
+
+def long_table(ours, ours_peak, pinned, theirs):
     batch, frames, classes, max_labels = LONG_SHAPE
     lines = [
         f"One recording: T = {frames:,} frames (an hour at 50 frames/s), "
@@ -545,14 +561,9 @@ def long_table(ours, ours_peak, theirs):
         "| | compile s | run s | total s | process wall s | peak RSS GiB |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    if "failed" in ours:
-        lines.append(f"| seqctc | failed ({ours['failed']}) | | | | |")
-    else:
-        total = ours["compile_s"] + ours["run_s"]
-        lines.append(
-            f"| seqctc `viterbi_align` | {ours['compile_s']:.1f} | {ours['run_s']:.1f} "
-            f"| {total:.1f} | {ours['wall_s']:.1f} | {ours_peak:.2f} |"
-        )
+    lines.append(_long_row("seqctc `viterbi_align`", ours, ours_peak))
+    if pinned is not None:
+        lines.append(_long_row("the same, process pinned to one core", *pinned))
     if theirs is not None:
         result, peak = theirs
         if "failed" in result:
@@ -578,6 +589,13 @@ def long_table(ours, ours_peak, theirs):
             f"{ours['rss_before_gib']:.2f} GiB (python, jax, the inputs) before "
             "the call.",
         ]
+    if pinned is not None:
+        lines.append(
+            "- pinned: `os.sched_setaffinity` to one core before jax starts (as "
+            "`taskset -c 0` would). XLA splits each frame's update of the "
+            "S states over its threads and waits for the slowest; on cores "
+            "shared with other jobs that wait dominates."
+        )
     return "\n".join(lines)
 
 
@@ -629,12 +647,15 @@ def main():
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--long-child", help=argparse.SUPPRESS)
+    parser.add_argument("--long-child-pinned", help=argparse.SUPPRESS)
     parser.add_argument("--long-torchaudio-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args.worker)
     if args.long_child:
         return long_child(args.long_child)
+    if args.long_child_pinned:
+        return long_child(args.long_child_pinned, pinned=True)
     if args.long_torchaudio_child:
         return long_torchaudio_child(args.long_torchaudio_child)
 
@@ -647,12 +668,15 @@ def main():
     long_text = None
     if args.long:  # first, from a small parent process
         ours = run_long(sys.executable, "--long-child")
+        pinned = None
+        if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
+            pinned = run_long(sys.executable, "--long-child-pinned")
         theirs = None
         if args.long_torchaudio:
             theirs = run_long(
                 args.torchaudio_python or sys.executable, "--long-torchaudio-child"
             )
-        long_text = "## One long recording\n\n" + long_table(*ours, theirs)
+        long_text = "## One long recording\n\n" + long_table(*ours, pinned, theirs)
         print(long_text + "\n", flush=True)
     result = bench(shape, repeats, rng, args.torchaudio_python)
     text = "## A batch\n\n" + table(result)

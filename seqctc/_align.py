@@ -142,7 +142,8 @@ class _Graph(NamedTuple):
 def _after_count(values: Array) -> Array:
     """``[B, N]`` how many of ``values`` (``[B, N]`` bool) lie after each position."""
     values = values.astype(jnp.int32)
-    return jnp.sum(values, axis=1, keepdims=True) - jnp.cumsum(values, axis=1)
+    total = jnp.sum(values, axis=1, keepdims=True, dtype=jnp.int32)
+    return total - jnp.cumsum(values, axis=1, dtype=jnp.int32)
 
 
 def _states_graph(labels, label_paddings, num_classes, blank_id, star_id):
@@ -174,7 +175,8 @@ def _states_graph(labels, label_paddings, num_classes, blank_id, star_id):
         if blank_id is not None:
             bad = bad | (raw == blank_id)
         max_labels = labels.shape[1]
-        valid = jnp.arange(max_labels)[None, :] < graph.num_labels[:, None]
+        position = jnp.arange(max_labels, dtype=jnp.int32)[None, :]
+        valid = position < graph.num_labels[:, None]
         bad_labels = jnp.any(valid & ~is_star & bad, axis=1)
     num_labels, num_states = graph.num_labels, graph.num_states
     batch, max_labels = graph.labels.shape

@@ -260,7 +260,7 @@ def _compositions(total, parts):
         yield tuple(bounds[i + 1] - bounds[i] - 1 for i in range(parts))
 
 
-def wildcard_viterbi_brute(logp, labels, star, blank, penalty):
+def wildcard_viterbi_brute(logp, labels, star, blank, penalty, every=False):
     """Best alignment of one row whose labels may hold wildcards, by enumeration.
 
     ``labels`` is the valid label sequence, ``star`` the wildcard value in it,
@@ -276,7 +276,8 @@ def wildcard_viterbi_brute(logp, labels, star, blank, penalty):
 
     Returns ``(best, frame_labels)``: the best score (``-inf`` if none) and
     the set of frame-label tuples that reach it (``star`` on wildcard
-    frames, ``blank`` in plain gaps).
+    frames, ``blank`` in plain gaps); with ``every=True``, a dict of every
+    valid path's frame labels to its score instead of the set.
     """
     logp = np.asarray(logp, np.float64)
     num_frames = logp.shape[0]
@@ -302,7 +303,7 @@ def wildcard_viterbi_brute(logp, labels, star, blank, penalty):
             return 1
         return 0
 
-    best, paths = -np.inf, set()
+    best, paths, scores = -np.inf, set(), {}
     parts = 2 * len(real) + 1  # gap, run, gap, run, ..., gap
     for lengths in _compositions(num_frames, parts):
         ok = True
@@ -327,8 +328,9 @@ def wildcard_viterbi_brute(logp, labels, star, blank, penalty):
                     score += logp[t, blank]
                     path.append(blank)
                 t += 1
+        scores[tuple(path)] = max(score, scores.get(tuple(path), -np.inf))
         if score > best + 1e-9:
             best, paths = score, {tuple(path)}
         elif abs(score - best) <= 1e-9:
             paths.add(tuple(path))
-    return best, paths
+    return best, scores if every else paths

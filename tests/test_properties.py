@@ -41,6 +41,7 @@ from oracles import (
     greedy,
     log_softmax,
     prefix_beam_search,
+    wildcard_viterbi_brute,
 )
 
 import seqctc
@@ -188,9 +189,9 @@ _J = {
         ("ctc_posteriors", ("blank_id",)),
         ("greedy_decode", ("blank_id",)),
         ("beam_decode", ("beam_width", "top_k", "blank_id")),
-        ("viterbi_align", ("blank_id",)),
+        ("viterbi_align", ("blank_id", "star_id", "star_penalty")),
         ("viterbi_loss", ("blank_id",)),
-        ("token_spans", ("max_tokens", "blank_id")),
+        ("token_spans", ("max_tokens", "blank_id", "star_id")),
         ("framewise_loss", ()),
         ("weighted_sequence_loss", ()),
         ("weighted_vote", ()),
@@ -395,6 +396,59 @@ def _check_path(case, b, labels, blank_id, frame_labels, states):
         step = c - a
         assert step in (0, 1) or (step == 2 and ext[c] != blank_id and ext[c] != ext[a])
     np.testing.assert_array_equal(fl, np.asarray(ext)[st_])
+
+
+STAR = 50  # a wildcard label: no class of any drawn case
+
+
+@given(cases(), st.sampled_from(["case", None]), st.sampled_from([0.0, 0.75]))
+def test_viterbi_align_with_wildcards(case, graph, penalty):
+    """Some valid labels become wildcards; the best path and its spans match
+    the enumeration of ``wildcard_viterbi_brute`` on the valid positions."""
+    batch, frames, classes = case.shape
+    blank_id = case.blank if graph == "case" else None
+    rng = np.random.default_rng(int(np.nansum(case.logits) * 4) % 2**32)
+    labels = np.where(rng.random(case.labels.shape) < 0.4, STAR, case.labels).astype(
+        np.int32
+    )
+    args = (case.logit_paddings, labels, case.label_paddings)
+    kw = {"blank_id": blank_id, "star_id": STAR, "star_penalty": penalty}
+    slots = max(labels.shape[1], 1)
+    with case.ctx():
+        x = case.x()
+        al = _J["viterbi_align"](x, *args, **kw)
+        spans = _J["token_spans"](
+            al, x, max_tokens=slots, blank_id=blank_id, star_id=STAR
+        )
+        frame_labels, log_prob = np.asarray(al.frame_labels), _np(al.log_prob)
+        sp_tokens, sp_conf = np.asarray(spans.tokens), _np(spans.confidence)
+    rtol, atol = _tol(case.dtype)
+    for b in range(batch):
+        valid = case.frames(b)
+        row = [int(v) for v in labels[b][case.label_paddings[b] == 0]]
+        real = [v for v in row if v != STAR]
+        if any(v < 0 or v >= classes or v == blank_id for v in real) or (
+            case.nan_frames(b)
+        ):
+            assert np.isnan(log_prob[b]), (b, log_prob[b])
+            continue
+        logp = case.logp(b)
+        best, paths = wildcard_viterbi_brute(
+            logp, row, STAR, blank_id, penalty, every=True
+        )
+        if not np.isfinite(best):
+            assert log_prob[b] == -np.inf and np.all(frame_labels[b] == -1)
+            assert np.all(sp_tokens[b] == -1) and np.all(sp_conf[b] == 0)
+            continue
+        np.testing.assert_allclose(log_prob[b], best, rtol=rtol, atol=atol)
+        path = tuple(int(v) for v in frame_labels[b, valid])
+        assert path in paths, (path, row)
+        np.testing.assert_allclose(paths[path], best, rtol=rtol, atol=atol)
+        assert np.all(frame_labels[b, case.logit_paddings[b] != 0] == -1)
+        # Each non-empty token slot holds its label; a star may be empty.
+        for n, v in enumerate(row[:slots]):
+            assert sp_tokens[b, n] in ((v, -1) if v == STAR else (v,))
+        assert np.all((sp_conf[b] >= 0) & (sp_conf[b] <= 1 + atol))
 
 
 @given(cases(), st.sampled_from(["case", None]))
