@@ -29,6 +29,8 @@ from seqctc._utils import compute_dtype
 _HALF_NEG_INF = NEG_INF / 2
 # Classes per prefix a frame ranks first (see _search_frame).
 _NUM_FAST = 8
+# Utterances whose frame is re-ranked alone when only these few need it.
+_NUM_FEW = 4
 # Bytes of logits one step of the dense pass reads (a chunk of frames).
 _CHUNK_BYTES = 1 << 21
 # Lanes of the strided groups of a large row (see _top_classes).
@@ -706,7 +708,7 @@ def _search_frame(
     fusion: Fusion,
     beams: _Beams,
     frame: _Frame,
-    full_row: Callable[[], _FullRow],
+    full_row: Callable[..., _FullRow],
 ) -> tuple[_Beams, Array]:
     """One frame for the whole batch (``beams`` and ``frame`` batched over B).
 
@@ -716,6 +718,8 @@ def _search_frame(
     for some utterance, the frame is ranked again (``lax.cond``) over the
     ``num_exact = 2W`` best classes of the full row, which suffices without
     fusion, and with fusion once more over every class if the bound fails again.
+    At large ``K``, when at most ``_NUM_FEW`` utterances need it, only their
+    rows are read and re-ranked (the others keep their tier-1 picks).
     """
     st = jax.vmap(functools.partial(_stay, cfg))(beams, frame)
     rank = jax.vmap(functools.partial(_rank, cfg, fusion))
@@ -728,17 +732,14 @@ def _search_frame(
         rest = frame.cand_lp[:, fast]
         ok = exact(beams, st, picked, rest) | ~frame.valid
 
-        def tier2():
-            row = full_row()
-            # Without fusion 2W classes are exact; with fusion, 2W, 8W, 32W
-            # classes with the bound checked after each, then every class.
-            counts = [cfg.num_exact]
-            if cfg.fused:
-                counts += [min(m * cfg.beam_width, cfg.num_allowed) for m in (8, 32)]
-                counts = sorted(set(counts))
-            return _rank_row(row, counts)
+        # Without fusion 2W classes are exact; with fusion, 2W, 8W, 32W
+        # classes with the bound checked after each, then every class.
+        counts = [cfg.num_exact]
+        if cfg.fused:
+            counts += [min(m * cfg.beam_width, cfg.num_allowed) for m in (8, 32)]
+            counts = sorted(set(counts))
 
-        def _rank_row(row, counts):
+        def rank_row(beams, st, row, counts):
             count = counts[0]
             if count >= cfg.num_allowed or (not cfg.fused and len(counts) == 1):
                 values, classes, _ = _top_classes(row.lp, count)
@@ -747,7 +748,7 @@ def _search_frame(
             pk = rank(beams, st, classes[:, :-1], values[:, :-1])
             ok_row = exact(beams, st, pk, values[:, -1]) | ~row.valid
             if len(counts) > 1:
-                rest = functools.partial(_rank_row, row, counts[1:])
+                rest = functools.partial(rank_row, beams, st, row, counts[1:])
             else:  # every class
 
                 def rest():
@@ -758,6 +759,28 @@ def _search_frame(
 
             return lax.cond(jnp.all(ok_row), lambda: pk, rest)
 
+        def every_utterance():
+            return rank_row(beams, st, full_row(), counts)
+
+        def few_utterances():
+            # The failing utterances first; re-ranking one that passed is
+            # harmless (tier 2 is exact for any utterance).
+            idx = lax.top_k((~ok).astype(jnp.int32), _NUM_FEW)[1].astype(jnp.int32)
+            sub = functools.partial(jax.tree.map, lambda a: a[idx])
+            pk = rank_row(sub(beams), sub(st), full_row(idx), counts)
+            return jax.tree.map(lambda a, s: a.at[idx].set(s), picked, pk)
+
+        # Only where a row is long: at small K a second copy of tier 2 costs
+        # more compile time than it saves.
+        if ok.shape[0] > 2 * _NUM_FEW and cfg.num_classes > 4 * _GROUP_LANES:
+            tier2 = functools.partial(
+                lax.cond,
+                jnp.sum(~ok) <= _NUM_FEW,
+                few_utterances,
+                every_utterance,
+            )
+        else:
+            tier2 = every_utterance
         picked = lax.cond(jnp.all(ok), lambda: picked, tier2)
     del dtype
     new, back = jax.vmap(functools.partial(_update, cfg, fusion))(beams, st, picked)
@@ -844,13 +867,19 @@ def _beam_search(
         )
         frame = _Frame(ok, blank, last_lp, last_ext, lp, cls)
 
-        def full_row():
-            row = lax.dynamic_index_in_dim(logits, t, axis=1, keepdims=False)
-            row = jnp.where(ok[:, None], row.astype(dtype), jnp.zeros((), dtype))
-            row = jnp.maximum(row - norm[:, None], neg)  # [B, K]
+        def full_row(idx=None):
+            """Frame t of the utterances ``idx [F]`` (all if None): ``[F, K]``."""
+            if idx is None:
+                row = lax.dynamic_index_in_dim(logits, t, axis=1, keepdims=False)
+                ok_r, norm_r, cut_r = ok, norm, cut
+            else:
+                row = logits[idx, t]
+                ok_r, norm_r, cut_r = ok[idx], norm[idx], cut[idx]
+            row = jnp.where(ok_r[:, None], row.astype(dtype), jnp.zeros((), dtype))
+            row = jnp.maximum(row - norm_r[:, None], neg)  # [F, K]
             is_blank = jnp.arange(cfg.num_classes) == cfg.blank_id
-            allowed = _allowed(cfg, row, cut[:, None], threshold) & ~is_blank[None, :]
-            return _FullRow(jnp.where(allowed, row, neg), ok)
+            allowed = _allowed(cfg, row, cut_r[:, None], threshold) & ~is_blank[None, :]
+            return _FullRow(jnp.where(allowed, row, neg), ok_r)
 
         return _search_frame(cfg, fusion, beams, frame, full_row)
 
