@@ -17,6 +17,7 @@ Run from the repository root::
     python benchmarks/bench_rnn.py           # writes docs/_results/bench_rnn.md
     python benchmarks/bench_rnn.py --quick   # a short run, nothing written
     python benchmarks/bench_rnn.py --quick --cells lstm
+    python benchmarks/bench_rnn.py --out-dir DIR   # writes DIR/bench_rnn.md
 """
 
 from __future__ import annotations
@@ -138,7 +139,14 @@ def main():
     parser.add_argument("--quick", action="store_true", help="short run, no file")
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--cells", nargs="+", default=["gru", "lstm"])
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=RESULTS.parent,
+        help="folder for bench_rnn.md (default docs/_results)",
+    )
     args = parser.parse_args()
+    results = args.out_dir / RESULTS.name
     torch.set_num_threads(2)
     reps = 3 if args.quick else max(args.reps, 10)
     shapes = SHAPES[:1] if args.quick else SHAPES
@@ -163,14 +171,14 @@ def main():
         "flax runs `nnx.RNN(nnx.GRUCell)` and `nnx.RNN(nnx.OptimizedLSTMCell)` "
         "with an explicit zero carry. Ratios above 1 mean seqctc is faster.\n"
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(
         "<!-- written by benchmarks/bench_rnn.py -->\n\n"
         "GRU and LSTM layers forward + backward "
         "(`python benchmarks/bench_rnn.py`):\n\n"
         f"{text}\n\n{facts}"
     )
-    print(f"wrote {RESULTS}")
+    print(f"wrote {results}")
 
 
 if __name__ == "__main__":
