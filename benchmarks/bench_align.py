@@ -4,8 +4,9 @@ seqctc aligns the whole batch in one jitted ``viterbi_align`` call (CTC graph,
 and the blank-free segmentation graph). The peers:
 
 - ``torchaudio.functional.forced_align``, one utterance at a time (it takes
-  B = 1 only), on the same log-probabilities. torchaudio removed it after 2.8
-  and its wheels pin one torch release, so it usually lives in a venv of its
+  B = 1 only), on the same log-probabilities. torchaudio deprecated it in 2.8
+  (whose warning announces its removal), and each torchaudio wheel pins one
+  torch release (the project's torch has none), so it lives in a venv of its
   own: pass that venv's python with ``--torchaudio-python``; the script then
   runs a small worker in it and exchanges arrays through ``.npz`` files,
   timing it in the same rounds as the others (interleaved). Without the flag,
@@ -230,7 +231,7 @@ class TorchaudioPeer:
                 self.note = (
                     f"torchaudio not usable in this python ({type(err).__name__}: "
                     f"{err}); pass --torchaudio-python with a venv that has "
-                    "torchaudio <= 2.8 (see the script's docstring)."
+                    "torchaudio.functional.forced_align (see the script's docstring)."
                 )
                 return
             self.rows = _torchaudio_rows(data)
@@ -635,7 +636,7 @@ def main():
     )
     parser.add_argument(
         "--torchaudio-python",
-        help="python of a venv with torchaudio (<= 2.8, which has forced_align)",
+        help="python of a venv with torchaudio's forced_align (torchaudio 2.8)",
     )
     parser.add_argument(
         "--long", action="store_true", help="add the one-hour recording (T = 180,000)"

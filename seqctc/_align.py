@@ -411,14 +411,13 @@ def viterbi_align(
     batch, num_frames, num_classes = logits.shape
     penalty = _check_star(star_id, star_penalty, num_classes)
     frames = prepare_frames(logits, logit_paddings)
-    graph, num_states, lgraph, bad_labels, real = _states_graph(
+    graph, _, lgraph, bad_labels, real = _states_graph(
         labels, label_paddings, num_classes, blank_id, star_id
     )
     frame_valid, log_probs = frames.valid, frames.log_probs  # [B, T], [B, T, K]
     num_labels = lgraph.num_labels
-    num_real = jnp.sum(
-        real, axis=1, dtype=jnp.int32
-    )  # [B] labels that are not wildcards
+    # [B] labels that are not wildcards
+    num_real = jnp.sum(real, axis=1, dtype=jnp.int32)
     feasible = frames.lengths >= lgraph.min_frames(blank_id is not None)
     if blank_id is None:
         # The blank-free graph needs a frame per label, and an empty label
@@ -452,9 +451,7 @@ def viterbi_align(
 
     rows = jnp.arange(batch, dtype=jnp.int32)[:, None]  # [B, 1]
     # The largest step a path takes in one frame (a skip over an empty star).
-    max_step = 1 if blank_id is None and star_id is None else 2
-    if star_id is not None:
-        max_step *= 2
+    max_step = (1 if blank_id is None else 2) * (1 if star_id is None else 2)
 
     def make_forward(g):
         """The max-product step over the states of ``g`` (all of them, or a window)."""
