@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from seqctc._graph import LabelGraph, label_graph
 from seqctc._inputs import masked_logits, positions_valid
@@ -27,17 +28,17 @@ _SKIP = 1.0
 
 
 class Lattice(NamedTuple):
-    """What the recursions read, on the flat state axis ``[B * S]``.
+    """The transitions of the recursions, on the flat state axis ``[B * S]``.
+
+    The emissions are read from the logits a chunk of frames at a time (see
+    :func:`emissions`).
 
     Attributes:
-        emit: ``[T, B * S]`` log y_t(state), NEG_INF for log 0, ``_SKIP`` on
-            skipped frames.
         enter1: ``[B * S]`` bool, the state has a predecessor ``s - 1``.
         skip: ``[B * S]`` bool, the state may be entered from ``s - 2``.
         alpha0: ``[B * S]`` α before the first frame: log 1 in each row's state 0.
     """
 
-    emit: Array
     enter1: Array
     skip: Array
     alpha0: Array
@@ -55,50 +56,61 @@ def normaliser(x: Array) -> Normaliser:
     shift = jnp.max(x, axis=2)
     shift = jnp.where(jnp.isfinite(shift), shift, 0)
     log_sum = jnp.log(jnp.sum(jnp.exp(x - shift[:, :, None]), axis=2))
-    return Normaliser(shift, log_sum)
+    # The barrier keeps XLA from fusing the reduction into its consumers,
+    # which would recompute it for every state that reads it.
+    return Normaliser(*lax.optimization_barrier((shift, log_sum)))
 
 
-def emission_table(x: Array, norm: Normaliser, count: Array, states: Array) -> Array:
-    """``[T, B * S]`` log y_t(states) of logits ``x [B, T, K]``, ``_SKIP`` where
-    ``count [B, T]`` is False."""
-    batch, max_frames, _ = x.shape
-    picked = jnp.take_along_axis(x, states[:, None, :], axis=2)  # [B, T, S]
-    emit = (picked - norm.shift[:, :, None]) - norm.log_sum[:, :, None]
-    emit = jnp.maximum(emit, jnp.asarray(NEG_INF, emit.dtype))
-    emit = jnp.where(count[:, :, None], emit, jnp.asarray(_SKIP, emit.dtype))
-    return jnp.transpose(emit, (1, 0, 2)).reshape(max_frames, states.size)
-
-
-def lattice(
-    x: Array, norm: Normaliser, valid: Array, graph: LabelGraph, frozen: Array
-) -> Lattice:
-    """The emissions of ``graph``'s states from logits ``x [B, T, K]``.
-
-    ``valid`` ``[B, T]`` marks the frames that count, ``frozen`` ``[B]`` rows
-    whose frames are all skipped (their loss is NaN anyway).
-    """
-    batch, max_frames, _ = x.shape
-    num_states = graph.states.shape[1]
-    count = valid & ~frozen[:, None]  # [B, T]
-    emit = emission_table(x, norm, count, graph.states)
-    emit = emit.reshape(max_frames, batch * num_states)
+def lattice(graph: LabelGraph, dtype) -> Lattice:
+    """The transitions of ``graph``'s states and α before the first frame."""
+    batch, num_states = graph.states.shape
     state = jnp.arange(num_states, dtype=jnp.int32)
     enter1 = jnp.broadcast_to(state > 0, (batch, num_states)).reshape(-1)
-    alpha0 = jnp.where(state == 0, 0, NEG_INF).astype(emit.dtype)
+    alpha0 = jnp.where(state == 0, 0, NEG_INF).astype(dtype)
     alpha0 = jnp.broadcast_to(alpha0, (batch, num_states)).reshape(-1)
-    return Lattice(emit, enter1, graph.skip.reshape(-1), alpha0)
+    return Lattice(enter1, graph.skip.reshape(-1), alpha0)
+
+
+def emissions(prep: Prepared, frames: Array | None = None) -> Array:
+    """``[T', B * S]`` log y_t(state) of ``frames [T']`` (every frame if None).
+
+    NEG_INF stands for log 0, ``_SKIP`` marks skipped frames and frames past
+    the end. The gather runs in the logits' batch-major order and only its
+    result is transposed: gathering straight into the time-major order of the
+    recursions was 5-10x slower on CPU.
+    """
+    batch, max_frames, _ = prep.x.shape
+    states = prep.graph.states[:, None, :]  # [B, 1, S]
+    count = prep.count  # [B, T]
+    source = prep.x if prep.log_probs is None else prep.log_probs
+    shift, log_sum = prep.norm
+    if frames is not None:
+        inside = frames < max_frames
+        frames = jnp.minimum(frames, max_frames - 1)
+        count = jnp.take(count, frames, axis=1) & inside[None, :]
+        source = jnp.take(source, frames, axis=1)
+        if prep.log_probs is None:
+            shift, log_sum = (jnp.take(v, frames, axis=1) for v in prep.norm)
+    emit = jnp.take_along_axis(source, states, axis=2)  # [B, T', S]
+    if prep.log_probs is None:
+        emit = lax.optimization_barrier(emit)
+        emit = (emit - shift[:, :, None]) - log_sum[:, :, None]
+    emit = jnp.maximum(emit, jnp.asarray(NEG_INF, emit.dtype))
+    emit = jnp.where(count[:, :, None], emit, jnp.asarray(_SKIP, emit.dtype))
+    emit = lax.optimization_barrier(emit)
+    return jnp.transpose(emit, (1, 0, 2)).reshape(emit.shape[1], prep.graph.states.size)
 
 
 def shift_down(x: Array, k: int, fill) -> Array:
     """``y[i] = x[i - k]`` along the last axis, ``fill`` for ``i < k``."""
-    pad = jnp.full(x.shape[:-1] + (k,), fill, x.dtype)
-    return jnp.concatenate([pad, x], axis=-1)[..., : x.shape[-1]]
+    widths = [(0, 0, 0)] * (x.ndim - 1) + [(k, -k, 0)]
+    return lax.pad(x, jnp.asarray(fill, x.dtype), widths)
 
 
 def shift_up(x: Array, k: int, fill) -> Array:
     """``y[i] = x[i + k]`` along the last axis, ``fill`` for ``i >= L - k``."""
-    pad = jnp.full(x.shape[:-1] + (k,), fill, x.dtype)
-    return jnp.concatenate([x, pad], axis=-1)[..., k:]
+    widths = [(0, 0, 0)] * (x.ndim - 1) + [(-k, k, 0)]
+    return lax.pad(x, jnp.asarray(fill, x.dtype), widths)
 
 
 def logsumexp3(a: Array, b: Array, c: Array) -> Array:
@@ -143,77 +155,51 @@ def gamma_step(gamma: Array, w1: Array, w2: Array) -> Array:
     return gamma - g1 - g2 + shift_up(g1, 1, 0) + shift_up(g2, 2, 0)
 
 
-def alpha_last(lat: Lattice, emit: Array | None = None, alpha: Array | None = None):
-    """``[B * S]`` α after each row's last counted frame (of ``emit``, if given)."""
+def alpha_scan(lat: Lattice, alpha: Array, emit: Array, shares: bool):
+    """α after the frames of ``emit [C, B * S]``, and with ``shares`` the shares
+    of each frame (``2 x [C, B * S]``)."""
 
-    def body(alpha, emit):
+    def plain(alpha, emit):
         return alpha_step(alpha, emit, lat.enter1, lat.skip), None
 
-    emit = lat.emit if emit is None else emit
-    alpha, _ = jax.lax.scan(body, lat.alpha0 if alpha is None else alpha, emit)
-    return alpha
-
-
-def alpha_shares(lat: Lattice, emit: Array | None = None, alpha: Array | None = None):
-    """α after the last frame and the shares of every frame (``2 x [T, B * S]``)."""
-
-    def body(alpha, emit):
-        alpha, shares = alpha_shares_step(alpha, emit, lat.enter1, lat.skip)
+    def with_shares(alpha, emit):
+        alpha, w = alpha_shares_step(alpha, emit, lat.enter1, lat.skip)
         # Without the barrier XLA computes the step twice, once for the carry
         # and once for the stacked output.
-        return jax.lax.optimization_barrier((alpha, shares))
+        return lax.optimization_barrier((alpha, w))
 
-    emit = lat.emit if emit is None else emit
-    return jax.lax.scan(body, lat.alpha0 if alpha is None else alpha, emit)
+    return lax.scan(with_shares if shares else plain, alpha, emit)
 
 
-# The emissions are gathered chunk by chunk when their table is bigger than
-# this, so that each chunk's table stays in cache (1.3-2.3x faster on the long
-# shapes of benchmarks/bench_ctc.py than one table of every frame).
+# Emissions are gathered this many bytes at a time (a chunk of frames), so
+# that each chunk's table stays in cache and no table of every frame is kept.
 _CHUNK_BYTES = 2**19
 
 
 def alpha_pass(prep: Prepared, shares: bool):
-    """α after each row's last frame ``[B * S]``, and with ``shares`` those of
-    every frame (``2 x [T', B * S]``, ``T' >= T`` frames, the extra ones 0).
+    """α after each row's last frame ``[B * S]``, and with ``shares`` the shares
+    ``w^1, w^2`` of every frame (``2 x [T', B * S]``, ``T' >= T``; the frames
+    past the end have shares 0).
 
-    The emissions are gathered ~``_CHUNK_BYTES`` at a time inside the loop.
+    A loop over chunks of frames gathers each chunk's emissions, then runs the
+    recursion over them.
     """
-    x, lat = prep.x, prep.lat
-    batch, max_frames, _ = x.shape
-    width = prep.graph.states.size * x.dtype.itemsize  # bytes of one frame
-    chunk = max(8, _CHUNK_BYTES // max(width, 1))
-    # Chunks pay when there are several, and when copying the logits into
-    # chunk-major order costs less than the emission table it splits.
-    if 2 * chunk > max_frames or x.shape[2] > 2 * prep.graph.states.shape[1]:
-        return alpha_shares(lat) if shares else (alpha_last(lat), None)
+    lat = prep.lat
+    batch, max_frames, _ = prep.x.shape
+    size = prep.graph.states.size  # B * S
+    chunk = max(8, _CHUNK_BYTES // max(size * lat.alpha0.dtype.itemsize, 1))
+    if 2 * chunk > max_frames:  # one chunk, or two that would not pay
+        return alpha_scan(lat, lat.alpha0, emissions(prep), shares)
     num_chunks = -(-max_frames // chunk)
-    pad = num_chunks * chunk - max_frames
-    count = prep.valid & ~prep.frozen[:, None]
+    chunk = -(-max_frames // num_chunks)  # fewest frames past the end
+    offsets = jnp.arange(chunk, dtype=jnp.int32)
 
-    def chunked(a, fill):  # [B, T, ...] -> [C#, B, C, ...]
-        widths = [(0, 0), (0, pad)] + [(0, 0)] * (a.ndim - 2)
-        a = jnp.pad(a, widths, constant_values=fill)
-        return jnp.moveaxis(a.reshape((batch, num_chunks, chunk) + a.shape[2:]), 1, 0)
+    def body(alpha, first):
+        return alpha_scan(lat, alpha, emissions(prep, first + offsets), shares)
 
-    pieces = (
-        chunked(x, 0),
-        chunked(prep.norm.shift, 0),
-        chunked(prep.norm.log_sum, 0),
-        chunked(count, False),
-    )
-
-    def body(alpha, piece):
-        x_c, shift, log_sum, count_c = piece
-        norm = Normaliser(shift, log_sum)
-        emit = emission_table(x_c, norm, count_c, prep.graph.states)
-        if shares:
-            return alpha_shares(lat, emit, alpha)
-        return alpha_last(lat, emit, alpha), None
-
-    alpha, out = jax.lax.scan(body, lat.alpha0, pieces)
+    starts = chunk * jnp.arange(num_chunks, dtype=jnp.int32)
+    alpha, out = lax.scan(body, lat.alpha0, starts)
     if shares:
-        size = prep.graph.states.size
         out = tuple(w.reshape(num_chunks * chunk, size) for w in out)
     return alpha, out
 
@@ -279,11 +265,13 @@ def gradient(prep: Prepared, gamma_last: Array, shares, possible: Array) -> Arra
     x, norm, valid, graph = prep.x, prep.norm, prep.valid, prep.graph
     batch, max_frames, num_classes = x.shape
     num_states = graph.states.shape[1]
-    gamma = gammas(gamma_last, shares)[:max_frames]
+    gamma = gammas(gamma_last, shares)[:max_frames][:max_frames]
     gamma = gamma.reshape(max_frames, batch, num_states)  # [T, B, S]
     gamma = jnp.where(jnp.transpose(valid)[:, :, None], gamma, 0)
     sums = class_sums(gamma, graph, num_classes, prep.blank_id)
-    log_p = (x - norm.shift[:, :, None]) - norm.log_sum[:, :, None]
+    log_p = prep.log_probs
+    if log_p is None:
+        log_p = (x - norm.shift[:, :, None]) - norm.log_sum[:, :, None]
     counted = (valid & possible[:, None])[:, :, None]
     return jnp.where(counted, jnp.exp(log_p), 0) - sums
 
@@ -297,12 +285,18 @@ class Prepared(NamedTuple):
 
     x: Array  # [B, T, K] logits in the compute dtype, 0 on skipped frames
     norm: Normaliser
+    log_probs: Array | None  # [B, T, K] log-softmax of x, when K is narrow
     valid: Array  # [B, T] bool
+    count: Array  # [B, T] bool, the frames the recursions run: valid, not frozen
     graph: LabelGraph
     frozen: Array  # [B] bool, rows whose loss is NaN (bad labels or logits)
     infeasible: Array  # [B] bool, too few frames for the labels
     lat: Lattice
     blank_id: int
+
+
+# Classes per graph state up to which the log-softmax is kept whole.
+_NARROW = 2
 
 
 def prepare(logits, logit_paddings, labels, label_paddings, blank_id) -> Prepared:
@@ -319,8 +313,17 @@ def prepare(logits, logit_paddings, labels, label_paddings, blank_id) -> Prepare
     frozen = graph.bad_labels | jnp.any(bad_frames, axis=1)
     lengths = jnp.sum(valid, axis=1, dtype=jnp.int32)
     infeasible = lengths < graph.min_frames()
-    lat = lattice(x, norm, valid, graph, frozen)
-    return Prepared(x, norm, valid, graph, frozen, infeasible, lat, blank_id)
+    # Up to ~2 classes per state the log-softmax is cheaper to keep whole
+    # (the gather and the gradient's softmax read it) than to recompute.
+    log_probs = None
+    if logits.shape[2] <= _NARROW * graph.states.shape[1]:
+        log_probs = (x - norm.shift[:, :, None]) - norm.log_sum[:, :, None]
+        log_probs = lax.optimization_barrier(log_probs)
+    count = valid & ~frozen[:, None]
+    lat = lattice(graph, x.dtype)
+    return Prepared(
+        x, norm, log_probs, valid, count, graph, frozen, infeasible, lat, blank_id
+    )
 
 
 def finish(prep: Prepared, log_p: Array) -> tuple[Array, Array]:

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from seqctc._ctc_loss import (
     Prepared,
     alpha_step,
+    emissions,
     final_states,
     finish,
     log_likelihood,
@@ -30,7 +31,7 @@ def log_alpha(prep: Prepared) -> Array:
         alpha = alpha_step(alpha, emit, lat.enter1, lat.skip)
         return alpha, alpha
 
-    _, alphas = jax.lax.scan(body, lat.alpha0, lat.emit)
+    _, alphas = jax.lax.scan(body, lat.alpha0, emissions(prep))
     return alphas
 
 
@@ -44,12 +45,12 @@ def log_beta(prep: Prepared) -> Array:
     batch, max_frames = prep.valid.shape
     num_states = prep.graph.states.shape[1]
     frames = jnp.arange(max_frames, dtype=jnp.int32)
-    counted = prep.valid & ~prep.frozen[:, None]  # [B, T]
+    counted = prep.count  # [B, T]
     last = jnp.max(jnp.where(counted, frames[None, :], -1), axis=1, initial=-1)
     last = jnp.repeat(last, num_states)  # [B * S]
     end1, end2 = final_states(prep.graph)
     beta_final = jnp.where((end1 | end2).reshape(-1), 0, NEG_INF)
-    beta_final = beta_final.astype(lat.emit.dtype)
+    beta_final = beta_final.astype(lat.alpha0.dtype)
     enter_up = shift_up(lat.enter1, 1, False)  # state s + 1 is entered from s
     skip_up = shift_up(lat.skip, 2, False)  # state s + 2 is entered from s
 
@@ -62,7 +63,8 @@ def log_beta(prep: Prepared) -> Array:
         return carry, beta
 
     carry0 = jnp.full_like(lat.alpha0, NEG_INF)
-    _, betas = jax.lax.scan(body, carry0, (frames, lat.emit), reverse=True)
+    emit = emissions(prep)
+    _, betas = jax.lax.scan(body, carry0, (frames, emit), reverse=True)
     return betas
 
 
