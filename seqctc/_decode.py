@@ -437,6 +437,8 @@ class _Frame(NamedTuple):
     last_ext: Array  # [W] the same, NEG_INF where that class may not extend
     cand_lp: Array  # [Q] the best non-blank classes (NEG_INF where pruned)
     cand_cls: Array  # [Q] int32
+    hot_lp: Array  # [U] log p of the hotword tokens (NEG_INF where pruned or
+    # already among the first cand_cls)
 
 
 class _Stay(NamedTuple):
@@ -616,17 +618,19 @@ def _is_exact(
     st: _Stay,
     picked: _Picked,
     rest_lp: Array,
+    hot_ranked: bool = False,
 ) -> Array:
     """Bool: no class left out (each of log p ≤ ``rest_lp``) beats the picks.
 
     An extension of prefix ``ℓ`` by such a class scores at most
-    ``log(p_b + p_nb)(ℓ) + rest_lp + bonus(ℓ) + max_c δ(ℓ, c)``.
+    ``log(p_b + p_nb)(ℓ) + rest_lp + bonus(ℓ) + max_c δ(ℓ, c)``, the maximum
+    over the classes other than the hotword tokens when ``hot_ranked``.
     """
     bound = st.total + rest_lp + beams.bonus
     if cfg.fused:
-        bound = bound + jax.vmap(lambda s: fusion.delta_bound(s, bound.dtype))(
-            beams.fusion
-        )
+        bound = bound + jax.vmap(
+            lambda s: fusion.delta_bound(s, bound.dtype, hot_ranked=hot_ranked)
+        )(beams.fusion)
     bound = jnp.max(jnp.where(st.alive, bound, NEG_INF))
     return (bound < jnp.min(picked.score)) | (bound <= _HALF_NEG_INF)
 
@@ -727,10 +731,21 @@ def _search_frame(
     dtype = st.total.dtype
 
     fast = cfg.num_fast
-    picked = rank(beams, st, frame.cand_cls[:, :fast], frame.cand_lp[:, :fast])
+    classes, class_lp = frame.cand_cls[:, :fast], frame.cand_lp[:, :fast]
+    hot_ranked = fusion.hot_tokens is not None and not cfg.fast_is_complete
+    if hot_ranked:
+        # The hotword tokens are ranked too, so the bound on the classes left
+        # out needs no hotword gain (a token outside every hotword gains ≤ 0).
+        hot = jnp.broadcast_to(fusion.hot_tokens, frame.hot_lp.shape)
+        classes = jnp.concatenate([classes, hot], axis=1)
+        class_lp = jnp.concatenate([class_lp, frame.hot_lp], axis=1)
+    picked = rank(beams, st, classes, class_lp)
     if not cfg.fast_is_complete:
         rest = frame.cand_lp[:, fast]
-        ok = exact(beams, st, picked, rest) | ~frame.valid
+        ok = jax.vmap(functools.partial(_is_exact, cfg, fusion, hot_ranked=hot_ranked))(
+            beams, st, picked, rest
+        )
+        ok = ok | ~frame.valid
 
         # Without fusion 2W classes are exact; with fusion, 2W, 8W, 32W
         # classes with the bound checked after each, then every class.
@@ -865,7 +880,18 @@ def _beam_search(
         last_ext = jnp.where(
             _allowed(cfg, last_lp, cut[:, None], threshold), last_lp, neg
         )
-        frame = _Frame(ok, blank, last_lp, last_ext, lp, cls)
+        if fusion.hot_tokens is None:
+            hot_lp = jnp.zeros((batch, 0), dtype)
+        else:
+            h = logits[rows[:, None], t, fusion.hot_tokens[None, :]].astype(dtype)
+            h = jnp.maximum(jnp.where(ok[:, None], h, 0) - norm[:, None], neg)
+            dup = jnp.any(
+                fusion.hot_tokens[None, :, None] == cls[:, None, : cfg.num_fast],
+                axis=-1,
+            )  # [B, U] already among the classes ranked first
+            keep = _allowed(cfg, h, cut[:, None], threshold) & ~dup
+            hot_lp = jnp.where(keep, h, neg)
+        frame = _Frame(ok, blank, last_lp, last_ext, lp, cls, hot_lp)
 
         def full_row(idx=None):
             """Frame t of the utterances ``idx [F]`` (all if None): ``[F, K]``."""

@@ -90,8 +90,15 @@ class Fusion(NamedTuple):
             delta = delta + self.hotword_weight.astype(dtype) * gain.astype(dtype)
         return FusionState(lm=lm_state, hot=hot), delta
 
-    def delta_bound(self, state: FusionState, dtype) -> Array:
-        """An upper bound of ``δ(ℓ, c)`` over every class ``c`` (+inf if unknown)."""
+    def delta_bound(
+        self, state: FusionState, dtype, *, hot_ranked: bool = False
+    ) -> Array:
+        """An upper bound of ``δ(ℓ, c)`` over every class ``c`` (+inf if unknown).
+
+        With ``hot_ranked``, over the classes other than the hotword tokens
+        (which the caller ranks itself): their hotword gain is
+        ``−max(state)``, the matches they break.
+        """
         bound = self.insertion_bonus.astype(dtype)
         if self.lm is not None:
             max_score = getattr(self.lm, "max_score", None)
@@ -106,12 +113,14 @@ class Fusion(NamedTuple):
         if self.hot_trans is not None:
             # A token outside every hotword resets all matches: gain −max(state).
             # The hotword tokens are few; evaluate them all.
-            tokens = self.hot_tokens
-            states = jnp.broadcast_to(state.hot, (tokens.shape[0], *state.hot.shape))
-            _, gains = self._hot_step(states, tokens)
-            best = jnp.maximum(jnp.max(gains), -jnp.max(state.hot, initial=0)).astype(
-                dtype
-            )
+            reset = -jnp.max(state.hot, initial=0)
+            if hot_ranked:
+                best = reset.astype(dtype)
+            else:
+                tokens = self.hot_tokens
+                shape = (tokens.shape[0], *state.hot.shape)
+                _, gains = self._hot_step(jnp.broadcast_to(state.hot, shape), tokens)
+                best = jnp.maximum(jnp.max(gains), reset).astype(dtype)
             gamma = self.hotword_weight.astype(dtype)
             bound = bound + jnp.where(
                 gamma >= 0,

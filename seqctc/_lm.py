@@ -159,8 +159,13 @@ class CharNGramLM:
         """The all-boundary context of the empty prefix (``[order − 1]`` int32)."""
         return jnp.full((self.order - 1,), self.num_classes, jnp.int32)
 
-    def _score(self, state: Array, token: Array) -> tuple[Array, Array]:
-        """``(log p(token | state), log max_w p(w | state))`` (broadcasting)."""
+    def _score(
+        self, state: Array, token: Array, *, with_p: bool = True
+    ) -> tuple[Array, Array]:
+        """``(log p(token | state), log max_w p(w | state))`` (broadcasting).
+
+        ``with_p=False`` skips the n-gram look-ups (``log p`` is then 0).
+        """
         log_p = jnp.zeros(token.shape, jnp.float32)
         top = jnp.zeros(token.shape, jnp.float32)
         backoff = jnp.zeros(token.shape, jnp.float32)
@@ -169,11 +174,13 @@ class CharNGramLM:
         n_probes = iter(self.probes)
         for j in range(self.order, 1, -1):  # longest context first
             ctx = state[..., self.order - j :]  # the last j − 1 tokens
-            key = jnp.concatenate([ctx, token[..., None]], axis=-1)
-            hit, value = _lookup(self.entries[self.order - j], next(n_probes), key)
-            new = hit & ~found
-            log_p = jnp.where(new, backoff + value[..., 0], log_p)
-            found = found | hit
+            entry_probes = next(n_probes)
+            if with_p:
+                key = jnp.concatenate([ctx, token[..., None]], axis=-1)
+                hit, value = _lookup(self.entries[self.order - j], entry_probes, key)
+                new = hit & ~found
+                log_p = jnp.where(new, backoff + value[..., 0], log_p)
+                found = found | hit
             seen, ctx_value = _lookup(
                 self.contexts[self.order - j], next(n_probes), ctx
             )
@@ -207,7 +214,7 @@ class CharNGramLM:
         """An upper bound of ``log p(w | state)`` over every token ``w``."""
         state = jnp.asarray(state, jnp.int32)
         token = jnp.zeros(state.shape[:-1], jnp.int32)
-        return self._score(state, token)[1]
+        return self._score(state, token, with_p=False)[1]
 
     def final_score(self, state: ArrayLike) -> Array:
         """Log probability of the sentence end (0 when ``sentence_end=False``)."""
