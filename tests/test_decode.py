@@ -586,18 +586,18 @@ class RealRecogniserTest(chex.TestCase):
             np.testing.assert_allclose(greedy.scores[b], score, rtol=1e-5, atol=1e-5)
         # Three copies of the lines: a batch above 8 utterances at K > 1,024
         # re-ranks a frame for the few utterances that need it (3 copies of a
-        # line) or for the whole batch (more), both against the reference.
+        # line) or for the whole batch (more); at W = 16 both happen here.
         copies = 3
         out = _beam(
             np.tile(logits, (copies, 1, 1)),
             np.tile(paddings, (copies, 1)),
-            beam_width=8,
+            beam_width=16,
             top_k=4,
         )
         tops = []
         for b in range(len(lengths)):
             lp = _log_softmax(logits[b, : lengths[b]])
-            ref = _sparse_beam_search(lp, classes[b, : lengths[b]], 8, 0)[:4]
+            ref = _sparse_beam_search(lp, classes[b, : lengths[b]], 16, 0)[:4]
             for copy in range(copies):
                 hyps = _hypotheses(out, b + copy * len(lengths))
                 for (labels, score), hyp in zip(ref, hyps, strict=False):
@@ -615,7 +615,9 @@ class RealRecogniserTest(chex.TestCase):
         theirs = []
         for b in range(len(lengths)):
             probs = np.exp(_log_softmax(logits[b, : lengths[b]])).astype(np.float32)
-            text, _ = beam_search(probs, alphabet, beam_size=8, beam_cut_threshold=1e-4)
+            text, _ = beam_search(
+                probs, alphabet, beam_size=16, beam_cut_threshold=1e-4
+            )
             theirs.append([ord(c) - 0x4E00 for c in text])
 
         def log_likelihood(seqs):
