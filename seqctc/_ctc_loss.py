@@ -19,9 +19,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from seqctc._graph import LabelGraph, label_graph
-from seqctc._inputs import masked_logits, positions_valid
+from seqctc._inputs import positions_valid
 from seqctc._types import NEG_INF, Array
-from seqctc._utils import check_sequence_args
+from seqctc._utils import check_sequence_args, compute_dtype
 
 # The emission of a skipped frame: log-probabilities are <= 0.
 _SKIP = 1.0
@@ -265,15 +265,28 @@ def gradient(prep: Prepared, gamma_last: Array, shares, possible: Array) -> Arra
     x, norm, valid, graph = prep.x, prep.norm, prep.valid, prep.graph
     batch, max_frames, num_classes = x.shape
     num_states = graph.states.shape[1]
-    gamma = gammas(gamma_last, shares)[:max_frames][:max_frames]
+    gamma = gammas(gamma_last, shares)[:max_frames]
     gamma = gamma.reshape(max_frames, batch, num_states)  # [T, B, S]
     gamma = jnp.where(jnp.transpose(valid)[:, :, None], gamma, 0)
-    sums = class_sums(gamma, graph, num_classes, prep.blank_id)
     log_p = prep.log_probs
     if log_p is None:
         log_p = (x - norm.shift[:, :, None]) - norm.log_sum[:, :, None]
     counted = (valid & possible[:, None])[:, :, None]
-    return jnp.where(counted, jnp.exp(log_p), 0) - sums
+    softmax = jnp.where(counted, jnp.exp(log_p), 0)
+    if num_classes <= _SCATTER_CLASSES:
+        return softmax - class_sums(gamma, graph, num_classes, prep.blank_id)
+    # Many classes: scatter the few label posteriors of each frame into the
+    # softmax instead of a matmul with a [B, N, K] one-hot table.
+    per_label = jnp.transpose(gamma[:, :, 1::2], (1, 0, 2))  # [B, T, N]
+    blanks = jnp.transpose(jnp.sum(gamma[:, :, 0::2], axis=2))  # [B, T]
+    rows = jnp.arange(batch)[:, None, None]
+    frames = jnp.arange(max_frames)[None, :, None]
+    softmax = softmax.at[rows, frames, graph.labels[:, None, :]].add(-per_label)
+    return softmax.at[:, :, prep.blank_id].add(-blanks)
+
+
+# Above this many classes the gradient scatters the label posteriors.
+_SCATTER_CLASSES = 512
 
 
 # --------------------------------------------------------------------------
@@ -283,7 +296,7 @@ def gradient(prep: Prepared, gamma_last: Array, shares, possible: Array) -> Arra
 class Prepared(NamedTuple):
     """The checked inputs of one call, in the forms the recursions read."""
 
-    x: Array  # [B, T, K] logits in the compute dtype, 0 on skipped frames
+    x: Array  # [B, T, K] logits in the compute dtype (skipped frames as given)
     norm: Normaliser
     log_probs: Array | None  # [B, T, K] log-softmax of x, when K is narrow
     valid: Array  # [B, T] bool
@@ -305,7 +318,10 @@ def prepare(logits, logit_paddings, labels, label_paddings, blank_id) -> Prepare
         logits, logit_paddings, labels, label_paddings, blank_id
     )
     valid = positions_valid(logit_paddings)  # [B, T]
-    x = masked_logits(logits, valid)
+    # Skipped frames are not masked here (a masked copy of [B, T, K] cost as
+    # much as the loss at K in the thousands): whatever they hold only reaches
+    # values that the frame masks below replace.
+    x = logits.astype(compute_dtype(logits))
     norm = normaliser(x)
     graph = label_graph(labels, label_paddings, logits.shape[2], blank_id)
     # NaN or +inf logits, or a frame of only -inf, in a counted frame.

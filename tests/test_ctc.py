@@ -5,6 +5,7 @@ Brute-force enumeration of every path (loss, α, β, γ), optax, torch, closed f
 reference; padding invariance, bad values and static misuse.
 """
 
+import contextlib
 import functools
 import itertools
 import os
@@ -547,8 +548,21 @@ class GradientTest(chex.TestCase):
 # Padding, dtypes, long sequences.
 
 
+# The engine's paths for many classes, forced on small inputs: emissions
+# gathered from the logits (not a kept log-softmax), chunks of 8 frames, and
+# the label posteriors scattered into the gradient.
+_WIDE_PATHS = {"_NARROW": 0, "_CHUNK_BYTES": 0, "_SCATTER_CLASSES": 0}
+
+
 class RobustnessTest(chex.TestCase):
-    def test_padding_is_never_read(self):
+    @parameterized.named_parameters(("default", {}), ("wide_paths", _WIDE_PATHS))
+    def test_padding_is_never_read(self, patches):
+        with contextlib.ExitStack() as stack:
+            for name, value in patches.items():
+                stack.enter_context(mock.patch.object(_ctc_loss, name, value))
+            self._check_padding_is_never_read()
+
+    def _check_padding_is_never_read(self):
         logits, lp, labels, lap = _random_batch(np.random.default_rng(9), 4, 10, 5, 4)
         want, want_grad = _torch_loss(logits, lp, labels, lap, reduction="sum")
         # NaN in padded frames, three extra padded frames, and two extra label
