@@ -37,14 +37,18 @@ logits = log of the softmax, are decoded as one padded batch by seqctc and one
 line at a time by fast-ctc-decode (``beam_cut_threshold=1e-4``: 0 makes it
 allocate gigabytes at this K) and pyctcdecode (its default pruning), with and
 without fusion (a ``CharNGramLM`` of order 3, hotwords, an insertion bonus),
-and swept over beam widths; random peaky logits sweep the vocabulary size.
-Plots go to ``docs/_static/bench_decode_*.png``. ``--save-sample`` writes the
-top-32 classes of a few real lines to ``tests/data/ppocr_sample.npz``.
+and swept over beam widths; random peaky logits (spikes raised by
+2 log(K / 32)) sweep the vocabulary size.
+Results and plots go to ``docs/_results/`` (``--out-dir DIR`` elsewhere):
+``bench_decode.md``, ``bench_decode_width.png``, ``bench_decode_vocab.png``.
+``--save-sample`` writes the top-32 classes of a few real lines to
+``tests/data/ppocr_sample.npz``.
 
 Usage::
 
     python benchmarks/bench_decode.py            # full run, writes the results
-    python benchmarks/bench_decode.py --quick    # a short run
+    python benchmarks/bench_decode.py --quick    # a short run, no file
+    python benchmarks/bench_decode.py --real-only --out-dir /tmp/r  # PP-OCRv4 part
 """
 
 from __future__ import annotations
@@ -82,14 +86,14 @@ KERAS_MAX_FRAMES = 50
 KERAS_MAX_UTTS = 4
 
 
-def peaky_logits(rng, batch, frames, classes):
-    """Gaussian logits plus a spike of height 2..10 on a blank-heavy path."""
+def peaky_logits(rng, batch, frames, classes, boost=0.0):
+    """Gaussian logits plus a spike of height 2..10 (+ boost) on a blank-heavy path."""
     logits = 1.5 * rng.normal(size=(batch, frames, classes))
     path = rng.integers(1, classes, size=(batch, frames))
     path = np.where(rng.random((batch, frames)) < 0.6, 0, path)
     # Tokens last a few frames, as in a trained model.
     path = np.repeat(path[:, ::3], 3, axis=1)[:, :frames]
-    height = rng.uniform(2.0, 10.0, size=(batch, frames))
+    height = rng.uniform(2.0, 10.0, size=(batch, frames)) + boost
     np.put_along_axis(
         logits,
         path[:, :, None],
@@ -630,6 +634,9 @@ def bench_real(repeats, widths):
             "seqctc beam_decode": lambda w=w: case.run_ours(w),
             "fast-ctc-decode": lambda w=w: case.run_fcd(w),
             "pyctcdecode": lambda w=w: case.run_pyctc(w),
+            # No width: the same at every W, drawn for scale.
+            "seqctc greedy_decode": case.run_greedy,
+            "numpy argmax + collapse": case.run_numpy_greedy,
         }
         sweep[w] = {
             k: n / v * 1e3
@@ -645,7 +652,10 @@ def bench_real(repeats, widths):
 
 def vocab_runners(rng, k, width):
     """Every decoder on one batch of random peaky logits with ``k`` classes."""
-    logits, lengths, _ = peaky_logits(rng, 16, 100, k)
+    # Spikes grow with log K, so that the peak keeps its share of the mass as
+    # in a trained model (otherwise thousands of classes pass fast-ctc-decode's
+    # cut and it allocates gigabytes).
+    logits, lengths, _ = peaky_logits(rng, 16, 100, k, boost=2 * math.log(k / 32))
     lp = log_softmax(logits)
     paddings = jnp.asarray(seqctc.lengths_to_paddings(lengths, 100))
     x = jnp.asarray(lp)
@@ -654,7 +664,7 @@ def vocab_runners(rng, k, width):
     rows = [lp[b, : lengths[b]] for b in range(16)]
     probs = [np.exp(r).astype(np.float32) for r in rows]
     beam = jax.jit(functools.partial(seqctc.beam_decode, beam_width=width))
-    return {
+    runners = {
         "seqctc beam_decode": lambda: jax.block_until_ready(beam(x, paddings)),
         "fast-ctc-decode": lambda: [
             fcd_beam_search(p, labels, beam_size=width, beam_cut_threshold=1e-4)
@@ -666,6 +676,29 @@ def vocab_runners(rng, k, width):
         "seqctc greedy_decode": lambda: jax.block_until_ready(_greedy_jit(x, paddings)),
         "numpy argmax + collapse": lambda: [r.argmax(-1) for r in rows],
     }
+    x_lengths = jnp.asarray(lengths)
+    keras_greedy = jax.jit(
+        lambda x, n: keras.ops.ctc_decode(x, n, strategy="greedy", mask_index=0)
+    )
+    runners["keras greedy"] = lambda: jax.block_until_ready(keras_greedy(x, x_lengths))
+    if k <= VOCAB_KERAS_MAX_K:
+        # Its beam search re-reads its path buffer every frame: 2 utterances,
+        # the first VOCAB_KERAS_FRAMES frames, time scaled by 100 / that.
+        keras_beam = jax.jit(
+            lambda x, n: keras.ops.ctc_decode(
+                x, n, strategy="beam_search", beam_width=width, mask_index=0
+            )
+        )
+        kx = x[:2, :VOCAB_KERAS_FRAMES]
+        kn = jnp.minimum(x_lengths[:2], VOCAB_KERAS_FRAMES)
+        runners["keras beam_search"] = lambda: jax.block_until_ready(keras_beam(kx, kn))
+    return runners
+
+
+# Utterances each vocabulary-sweep runner decodes per call, and keras' cap.
+VOCAB_UTTS = {"pyctcdecode": 4, "keras beam_search": 2}
+VOCAB_KERAS_FRAMES = 20
+VOCAB_KERAS_MAX_K = 512
 
 
 def bench_vocab(repeats, sizes, width=16):
@@ -674,33 +707,36 @@ def bench_vocab(repeats, sizes, width=16):
     result = {}
     for k in sizes:
         ms = interleaved_ms(vocab_runners(rng, k, width), repeats, warmup=1)
+        scale = {"keras beam_search": 100 / VOCAB_KERAS_FRAMES}
         result[k] = {
-            name: (4 if name == "pyctcdecode" else 16) / t * 1e3
+            name: VOCAB_UTTS.get(name, 16) / (t * scale.get(name, 1.0)) * 1e3
             for name, t in ms.items()
         }
     return result
 
 
-def plot_sweeps(width_sweep, vocab_sweep):
+def plot_sweeps(width_sweep, vocab_sweep, out_dir):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    static = ROOT / "docs" / "_static"
     for sweep, xlabel, name, title in (
         (width_sweep, "beam width W", "width", "PP-OCRv4 outputs, K = 6,625"),
         (
             vocab_sweep,
             "classes K",
             "vocab",
-            "random peaky logits, B = 16, T = 100, W = 16",
+            "random peaky logits, B = 16, T = 100, W = 16 (keras: K ≤ 512)",
         ),
     ):
         fig, ax = plt.subplots(figsize=(5.5, 3.6))
         xs = sorted(sweep)
-        for decoder in sweep[xs[0]]:
-            ax.plot(xs, [sweep[x][decoder] for x in xs], "o-", label=decoder)
+        decoders = list(dict.fromkeys(d for x in xs for d in sweep[x]))
+        for decoder in decoders:
+            have = [x for x in xs if decoder in sweep[x]]
+            style = "o--" if "greedy" in decoder or "argmax" in decoder else "o-"
+            ax.plot(have, [sweep[x][decoder] for x in have], style, label=decoder)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel(xlabel)
@@ -709,7 +745,7 @@ def plot_sweeps(width_sweep, vocab_sweep):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(static / f"bench_decode_{name}.png", dpi=120)
+        fig.savefig(out_dir / f"bench_decode_{name}.png", dpi=120)
         plt.close(fig)
 
 
@@ -729,7 +765,16 @@ def main():
     parser.add_argument(
         "--save-sample", action="store_true", help="write tests/data/ppocr_sample.npz"
     )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        help="where bench_decode.md and the bench_decode_*.png figures go "
+        "(default docs/_results; given, a --quick run writes too)",
+    )
     args = parser.parse_args()
+    out_dir = RESULTS.parent if args.out_dir is None else args.out_dir
+    write = not args.no_write and (not args.quick or args.out_dir is not None)
     if args.save_sample:
         logits, lengths, _ = ppocr_outputs()
         save_sample(logits, lengths, ROOT / "tests" / "data" / "ppocr_sample.npz")
@@ -780,8 +825,9 @@ def main():
     print(real_table, flush=True)
     vocab_sweep = bench_vocab(max(3, repeats // 2), sizes)
     print(width_sweep, vocab_sweep, flush=True)
-    if not args.no_write and not args.quick:
-        plot_sweeps(width_sweep, vocab_sweep)
+    if write:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        plot_sweeps(width_sweep, vocab_sweep, out_dir)
     facts = (
         f"Machine: {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPU cores (shared), {platform.system()}; "
@@ -797,9 +843,8 @@ def main():
             "Not re-measured in this run (`--real-only`); "
             "`python benchmarks/bench_decode.py` measures it."
         )
-    if not args.no_write and not args.quick:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(
+    if write:
+        (out_dir / RESULTS.name).write_text(
             "# Decoding benchmark\n\n"
             "Generated by `python benchmarks/bench_decode.py`.\n\n"
             + facts
@@ -809,8 +854,9 @@ def main():
             + real_table
             + "\n\n"
             + REAL_NOTES
-            + "\n\n![throughput against beam width](../_static/bench_decode_width.png)"
-            + "\n\n![throughput against K](../_static/bench_decode_vocab.png)\n\n"
+            + "\n\nThroughput against the beam width (PP-OCRv4 batch) and against "
+            "K (random peaky logits), figures `bench_decode_width.png` and "
+            "`bench_decode_vocab.png` next to this file.\n\n"
             + sweep_table(width_sweep, "W")
             + "\n\n"
             + sweep_table(vocab_sweep, "K")
@@ -823,13 +869,14 @@ def main():
 
 def sweep_table(sweep, letter):
     xs = sorted(sweep)
-    names = list(sweep[xs[0]])
+    names = list(dict.fromkeys(n for x in xs for n in sweep[x]))
     head = f"| {letter} | " + " | ".join(names) + " |"
     rule = "|---:|" + "---:|" * len(names)
-    body = [
-        f"| {x:,} | " + " | ".join(f"{sweep[x][n]:,.1f}" for n in names) + " |"
-        for x in xs
-    ]
+
+    def cell(x, n):
+        return f"{sweep[x][n]:,.1f}" if n in sweep[x] else "–"
+
+    body = [f"| {x:,} | " + " | ".join(cell(x, n) for n in names) + " |" for x in xs]
     return "Utterances per second:\n\n" + "\n".join([head, rule, *body])
 
 
@@ -841,7 +888,9 @@ pyctcdecode (default pruning: `beam_prune_logp=-10`, `token_min_logp=-5`).
 of the two top-1 hypotheses, line by line. The fused rows use a `CharNGramLM` of
 order 3 fitted on seqctc's docstrings (`lm_weight=0.5`), the hotwords "beam" and
 "search" (`hotword_weight=2`), an insertion bonus of 0.5, and all three; their
-cost is relative to the plain W = 16 search.
+cost is relative to the plain W = 16 search. The LM and the weights are
+arguments of the jitted call (traced), as an application passes them; the
+search does the same work as with constants.
 """
 
 
