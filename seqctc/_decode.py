@@ -1038,7 +1038,9 @@ def beam_decode(
             Without a ``max_score`` method (an upper bound of its log
             probabilities given a state) every fused frame ranks all classes.
         lm_weight: ``α``, weight of the LM log probability.
-        insertion_bonus: ``β``, added per emitted token.
+        insertion_bonus: ``β``, added per emitted token; with a
+            :class:`seqctc.WordNGramLM` as ``lm``, per word (``α`` and ``β``
+            then fold into :meth:`seqctc.WordNGramLM.with_weights`).
         hotwords: token sequences to boost (static), e.g. ``[[3, 4, 5]]``.
         hotword_weight: ``γ``, bonus per matched hotword token.
 

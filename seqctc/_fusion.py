@@ -18,6 +18,7 @@ import numpy as np
 
 from seqctc._lm import LanguageModel, hotword_automaton
 from seqctc._types import Array, ArrayLike
+from seqctc._wordlm import WordNGramLM
 
 
 class FusionState(NamedTuple):
@@ -170,6 +171,11 @@ def make_fusion(
         raise ValueError(
             f"`lm` models {lm_classes} classes but `logits` have {num_classes}."
         )
+    if isinstance(lm, WordNGramLM):
+        # A word LM scores words: α and β fold into its fused scorer, so that
+        # the insertion bonus counts words (as pyctcdecode's) and not tokens.
+        lm = lm.with_weights(lm_weight, insertion_bonus)
+        lm_weight, insertion_bonus = 1.0, 0.0
     hot_trans = hot_lengths = hot_tokens = None
     if hotwords is not None and len(hotwords) > 0:
         hot_trans, hot_lengths = hotword_automaton(hotwords, num_classes, blank_id)

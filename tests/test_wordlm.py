@@ -455,11 +455,19 @@ class BeamSearchTest(parameterized.TestCase):
             want, labels = _exhaustive_best(
                 log_probs, tokens, lm, alpha, beta, penalty, lexicon
             )
+            # Word pieces go through beam_decode's own weights, which fold
+            # into the word scorer (β per word); characters through
+            # with_weights.
+            weights = (
+                {"lm": lm, "lm_weight": alpha, "insertion_bonus": beta}
+                if pieces
+                else {"lm": lm.with_weights(alpha, beta)}
+            )
             out = _beam(
                 jnp.asarray(logits, jnp.float32),
                 jnp.zeros((1, num_frames)),
                 beam_width=128,
-                lm=lm.with_weights(alpha, beta),
+                **weights,
             )
             got = tuple(int(t) for t in out.tokens[0, 0] if t >= 0)
             assert _words(got, tokens) == _words(labels, tokens)
