@@ -55,6 +55,20 @@ def _greedy_reference(logits, lengths, blank):
     return out
 
 
+def _assert_greedy_equals_reference(out, logits, lengths, blank):
+    """``greedy_decode``'s output against :func:`_greedy_reference`, row by row."""
+    for b, (tokens, starts, score) in enumerate(
+        _greedy_reference(logits, lengths, blank)
+    ):
+        n = len(tokens)
+        assert int(out.lengths[b]) == n
+        np.testing.assert_array_equal(out.tokens[b, :n], tokens)
+        np.testing.assert_array_equal(out.tokens[b, n:], -1)
+        np.testing.assert_array_equal(out.starts[b, :n], starts)
+        np.testing.assert_array_equal(out.starts[b, n:], -1)
+        np.testing.assert_allclose(out.scores[b], score, rtol=1e-5, atol=1e-5)
+
+
 def _exhaustive(log_probs, blank):
     """{labels: (log p(labels), best path log p, starts of the best path)}."""
     num_frames, num_classes = log_probs.shape
@@ -146,16 +160,7 @@ class GreedyTest(chex.TestCase):
             logits, _paddings(lengths, frames)
         )
         chex.assert_shape(out.tokens, (batch, frames))
-        for b, (tokens, starts, score) in enumerate(
-            _greedy_reference(logits, lengths, blank)
-        ):
-            n = len(tokens)
-            self.assertEqual(int(out.lengths[b]), n)
-            np.testing.assert_array_equal(out.tokens[b, :n], tokens)
-            np.testing.assert_array_equal(out.tokens[b, n:], -1)
-            np.testing.assert_array_equal(out.starts[b, :n], starts)
-            np.testing.assert_array_equal(out.starts[b, n:], -1)
-            np.testing.assert_allclose(out.scores[b], score, rtol=1e-5, atol=1e-5)
+        _assert_greedy_equals_reference(out, logits, lengths, blank)
 
     def test_large_vocabulary_best_class_and_ties(self):
         # K > 1024 takes the lane path (maxima of 256-class slices); exact ties
@@ -175,13 +180,7 @@ class GreedyTest(chex.TestCase):
         logits[1, 2, 1400] = 0.0
         lengths = np.array([6, 4])
         out = seqctc.greedy_decode(logits, _paddings(lengths, frames))
-        for b, (tokens, starts, score) in enumerate(
-            _greedy_reference(logits, lengths, 0)
-        ):
-            n = len(tokens)
-            np.testing.assert_array_equal(out.tokens[b, :n], tokens)
-            np.testing.assert_array_equal(out.starts[b, :n], starts)
-            np.testing.assert_allclose(out.scores[b], score, rtol=1e-5, atol=1e-5)
+        _assert_greedy_equals_reference(out, logits, lengths, 0)
 
     def test_padding_is_never_read(self):
         rng = np.random.default_rng(1)
@@ -577,13 +576,7 @@ class RealRecogniserTest(chex.TestCase):
         logits, lengths, classes = _ppocr_sample()
         paddings = _paddings(lengths, logits.shape[1])
         greedy = seqctc.greedy_decode(logits, paddings)
-        for b, (tokens, starts, score) in enumerate(
-            _greedy_reference(logits, lengths, 0)
-        ):
-            n = len(tokens)
-            np.testing.assert_array_equal(greedy.tokens[b, :n], tokens)
-            np.testing.assert_array_equal(greedy.starts[b, :n], starts)
-            np.testing.assert_allclose(greedy.scores[b], score, rtol=1e-5, atol=1e-5)
+        _assert_greedy_equals_reference(greedy, logits, lengths, 0)
         # Three copies of the lines: a batch above 8 utterances at K > 1,024
         # re-ranks a frame for the few utterances that need it (3 copies of a
         # line) or for the whole batch (more); at W = 16 both happen here.
