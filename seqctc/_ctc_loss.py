@@ -79,7 +79,7 @@ def emissions(prep: Prepared, frames: Array | None = None) -> Array:
     result is transposed: gathering straight into the time-major order of the
     recursions was 5-10x slower on CPU.
     """
-    batch, max_frames, _ = prep.x.shape
+    max_frames = prep.x.shape[1]
     states = prep.graph.states[:, None, :]  # [B, 1, S]
     count = prep.count  # [B, T]
     source = prep.x if prep.log_probs is None else prep.log_probs
@@ -185,7 +185,7 @@ def alpha_pass(prep: Prepared, shares: bool):
     recursion over them.
     """
     lat = prep.lat
-    batch, max_frames, _ = prep.x.shape
+    max_frames = prep.x.shape[1]
     size = prep.graph.states.size  # B * S
     chunk = max(8, _CHUNK_BYTES // max(size * lat.alpha0.dtype.itemsize, 1))
     if 2 * chunk > max_frames:  # one chunk, or two that would not pay
@@ -241,23 +241,35 @@ def final_gamma(graph: LabelGraph, alpha: Array, log_p: Array, possible: Array):
 
 # Below this N * K, class sums are a fused reduction rather than a matmul.
 _FUSED_SUM_SIZE = 512
+# Above this many classes they are scattered into the gradient instead.
+_SCATTER_CLASSES = 512
 
 
-def class_sums(gamma: Array, graph: LabelGraph, num_classes: int, blank_id: int):
-    """``[B, T, K]`` Σ_{s: class(s) = k} γ_t(s) from ``[T, B, S]`` γ."""
+def minus_class_sums(
+    grad: Array, gamma: Array, graph: LabelGraph, blank_id: int
+) -> Array:
+    """``grad [B, T, K]`` minus Σ_{s: class(s) = k} γ_t(s), from ``[T, B, S]`` γ."""
+    batch, max_frames, num_classes = grad.shape
     labels = graph.labels  # [B, N]
-    per_label = gamma[:, :, 1::2]  # [T, B, N]
-    blanks = jnp.sum(gamma[:, :, 0::2], axis=2)  # [T, B]
+    time_major = gamma[:, :, 1::2]  # [T, B, N]
+    per_label = jnp.transpose(time_major, (1, 0, 2))  # [B, T, N]
+    blanks = jnp.transpose(jnp.sum(gamma[:, :, 0::2], axis=2))  # [B, T]
+    if num_classes > _SCATTER_CLASSES:
+        # Many classes: scatter the few label posteriors of each frame instead
+        # of a matmul with a [B, N, K] one-hot table.
+        rows = jnp.arange(batch)[:, None, None]
+        frames = jnp.arange(max_frames)[None, :, None]
+        grad = grad.at[rows, frames, labels[:, None, :]].add(-per_label)
+        return grad.at[:, :, blank_id].add(-blanks)
     one_hot = jax.nn.one_hot(labels, num_classes, dtype=gamma.dtype)  # [B, N, K]
     if labels.shape[1] * num_classes <= _FUSED_SUM_SIZE:
         # Small label x class products: one fused multiply-and-reduce beats
         # a batch of tiny matmuls.
-        per_label = jnp.transpose(per_label, (1, 0, 2))  # [B, T, N]
         sums = jnp.sum(per_label[:, :, :, None] * one_hot[:, None], axis=2)
     else:
-        sums = jnp.einsum("tbn,bnk->btk", per_label, one_hot)
+        sums = jnp.einsum("tbn,bnk->btk", time_major, one_hot)
     is_blank = jnp.arange(num_classes) == blank_id
-    return sums + jnp.where(is_blank, blanks.T[:, :, None], 0)
+    return grad - (sums + jnp.where(is_blank, blanks[:, :, None], 0))
 
 
 def gradient(prep: Prepared, gamma_last: Array, shares, possible: Array) -> Array:
@@ -273,20 +285,7 @@ def gradient(prep: Prepared, gamma_last: Array, shares, possible: Array) -> Arra
         log_p = (x - norm.shift[:, :, None]) - norm.log_sum[:, :, None]
     counted = (valid & possible[:, None])[:, :, None]
     softmax = jnp.where(counted, jnp.exp(log_p), 0)
-    if num_classes <= _SCATTER_CLASSES:
-        return softmax - class_sums(gamma, graph, num_classes, prep.blank_id)
-    # Many classes: scatter the few label posteriors of each frame into the
-    # softmax instead of a matmul with a [B, N, K] one-hot table.
-    per_label = jnp.transpose(gamma[:, :, 1::2], (1, 0, 2))  # [B, T, N]
-    blanks = jnp.transpose(jnp.sum(gamma[:, :, 0::2], axis=2))  # [B, T]
-    rows = jnp.arange(batch)[:, None, None]
-    frames = jnp.arange(max_frames)[None, :, None]
-    softmax = softmax.at[rows, frames, graph.labels[:, None, :]].add(-per_label)
-    return softmax.at[:, :, prep.blank_id].add(-blanks)
-
-
-# Above this many classes the gradient scatters the label posteriors.
-_SCATTER_CLASSES = 512
+    return minus_class_sums(softmax, gamma, graph, prep.blank_id)
 
 
 # --------------------------------------------------------------------------

@@ -23,23 +23,27 @@ from seqctc._ctc_loss import (
 from seqctc._types import NEG_INF, Array
 
 
-def log_alpha(prep: Prepared) -> Array:
-    """``[T, B * S]`` α after each frame (skipped frames repeat the last one)."""
+def log_alpha(prep: Prepared, emit: Array | None = None) -> Array:
+    """``[T, B * S]`` α after each frame (skipped frames repeat the last one).
+
+    ``emit`` is :func:`emissions` of ``prep``, gathered here if None.
+    """
     lat = prep.lat
 
     def body(alpha, emit):
         alpha = alpha_step(alpha, emit, lat.enter1, lat.skip)
         return alpha, alpha
 
-    _, alphas = jax.lax.scan(body, lat.alpha0, emissions(prep))
+    emit = emissions(prep) if emit is None else emit
+    _, alphas = jax.lax.scan(body, lat.alpha0, emit)
     return alphas
 
 
-def log_beta(prep: Prepared) -> Array:
+def log_beta(prep: Prepared, emit: Array | None = None) -> Array:
     """``[T, B * S]`` β at each frame, from each row's last counted frame back.
 
     The carry is β + log y at the next counted frame, so that holes of skipped
-    frames pass it on unchanged.
+    frames pass it on unchanged. ``emit`` as for :func:`log_alpha`.
     """
     lat = prep.lat
     batch, max_frames = prep.valid.shape
@@ -63,7 +67,7 @@ def log_beta(prep: Prepared) -> Array:
         return carry, beta
 
     carry0 = jnp.full_like(lat.alpha0, NEG_INF)
-    emit = emissions(prep)
+    emit = emissions(prep) if emit is None else emit
     _, betas = jax.lax.scan(body, carry0, (frames, emit), reverse=True)
     return betas
 
@@ -85,11 +89,12 @@ def public(prep: Prepared, table: Array) -> Array:
 
 def posteriors(prep: Prepared) -> Array:
     """``[B, T, S]`` γ = exp(α + β − log p); 0 off the graph and on impossible rows."""
-    alphas = log_alpha(prep)  # [T, B * S]
+    emit = emissions(prep)  # one gather for both tables
+    alphas = log_alpha(prep, emit)  # [T, B * S]
     last = alphas[-1] if alphas.shape[0] else prep.lat.alpha0
     log_p = log_likelihood(prep.graph, last)
     _, possible = finish(prep, log_p)
-    log_a, log_b = public(prep, alphas), public(prep, log_beta(prep))
+    log_a, log_b = public(prep, alphas), public(prep, log_beta(prep, emit))
     on_graph = (log_a > 0.5 * NEG_INF) & possible[:, None, None]
     z = jnp.where(on_graph, log_a + log_b - log_p[:, None, None], 0)
     return jnp.where(on_graph, jnp.exp(z), 0)

@@ -21,6 +21,7 @@ from absl.testing import parameterized
 from oracles import collapse as _collapse
 from oracles import log_softmax as _log_softmax
 from oracles import paddings as _paddings
+from oracles import prefix_beam_search as _prefix_beam_search
 
 import seqctc
 
@@ -84,32 +85,6 @@ def _exhaustive(log_probs, blank):
             best, best_starts = lp, starts
         table[labels] = (np.logaddexp(total, lp), best, best_starts)
     return table
-
-
-def _dict_beam_search(log_probs, beam_width, blank):
-    """Textbook CTC prefix beam search (Hannun et al. 2014) over Python dicts."""
-    beams = {(): (0.0, -np.inf)}  # prefix -> (log p_blank, log p_nonblank)
-    for lp in log_probs:
-        nxt = {}
-
-        def add(prefix, pb=-np.inf, pnb=-np.inf, nxt=nxt):
-            old_b, old_nb = nxt.get(prefix, (-np.inf, -np.inf))
-            nxt[prefix] = (np.logaddexp(old_b, pb), np.logaddexp(old_nb, pnb))
-
-        for prefix, (pb, pnb) in beams.items():
-            total = np.logaddexp(pb, pnb)
-            add(prefix, pb=total + lp[blank])
-            for c in range(len(lp)):
-                if c == blank:
-                    continue
-                if prefix and prefix[-1] == c:
-                    add(prefix, pnb=pnb + lp[c])
-                    add(prefix + (c,), pnb=pb + lp[c])
-                else:
-                    add(prefix + (c,), pnb=total + lp[c])
-        ranked = sorted(nxt.items(), key=lambda kv: -np.logaddexp(*kv[1]))
-        beams = dict(ranked[:beam_width])
-    return [(p, float(np.logaddexp(*s))) for p, s in beams.items()]
 
 
 def _hypotheses(out, b):
@@ -249,8 +224,7 @@ class BeamTextbookTest(chex.TestCase):
     """Same pruning as a textbook dict-based prefix beam search."""
 
     def _check(self, log_probs, out, b, beam_width, blank, top_k):
-        ref = _dict_beam_search(log_probs, beam_width, blank)
-        ref = sorted(ref, key=lambda kv: -kv[1])[:top_k]
+        ref = _prefix_beam_search(log_probs, blank, beam_width)[0][:top_k]
         hyps = _hypotheses(out, b)
         self.assertEqual(hyps[0][0], ref[0][0])
         for (labels, score), hyp in zip(ref, hyps, strict=False):
