@@ -9,3 +9,9 @@ import jax  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+
+def pytest_collection_modifyitems(items):
+    """The long tests first (stable otherwise), so that the workers of
+    ``pytest -n 2`` finish together rather than one running a long test alone."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)

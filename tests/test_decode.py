@@ -546,6 +546,7 @@ def _sparse_beam_search(log_probs, classes, beam_width, blank, lm_row=None, alph
 
 
 class RealRecogniserTest(chex.TestCase):
+    @pytest.mark.long
     def test_greedy_and_beam_equal_the_references(self):
         logits, lengths, classes = _ppocr_sample()
         paddings = _paddings(lengths, logits.shape[1])
@@ -603,6 +604,7 @@ class RealRecogniserTest(chex.TestCase):
             (ours, theirs),
         )
 
+    @pytest.mark.long
     def test_fused_search_equals_the_reference(self):
         logits, lengths, classes = _ppocr_sample()
         num_classes = logits.shape[-1]
@@ -615,13 +617,17 @@ class RealRecogniserTest(chex.TestCase):
         ]
         lm = seqctc.CharNGramLM.fit(corpus, order=3, num_classes=num_classes)
         rows = {}
+        tokens = jnp.arange(num_classes + 1, dtype=jnp.int32)
+        # One compiled row of LM scores per state (the reference reads thousands).
+        score_row = jax.jit(
+            lambda state: lm.score(
+                jnp.broadcast_to(state, (num_classes + 1, 2)), tokens
+            )[1]
+        )
 
         def lm_row(prefix):
             if prefix not in rows:
-                state = lm.state_of(prefix)
-                tokens = jnp.arange(num_classes + 1, dtype=jnp.int32)
-                _, lp = lm.score(jnp.broadcast_to(state, (num_classes + 1, 2)), tokens)
-                rows[prefix] = np.asarray(lp, np.float64)
+                rows[prefix] = np.asarray(score_row(lm.state_of(prefix)), np.float64)
             return rows[prefix]
 
         out = _beam(logits, paddings, beam_width=8, top_k=2, lm=lm, lm_weight=0.8)

@@ -131,6 +131,7 @@ def _run_child(xla_flags: str | None) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.long
 def test_docs_code_runs():
     child = _run_child(XLA_FAST_COMPILE)
     if "@@RESULTS@@" not in child.stdout and "Unknown flag" in child.stderr:

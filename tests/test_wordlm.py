@@ -356,6 +356,7 @@ class SpellingTest(chex.TestCase):
         _, delta = lm.score(state, tokens.index("o"))
         assert delta < -1e20
 
+    @pytest.mark.long
     def test_max_score_bounds_every_token(self):
         tokens = wordlm_data.TOKENS
         for restrict in [False, True]:
@@ -473,6 +474,7 @@ class BeamSearchTest(parameterized.TestCase):
             assert _words(got, tokens) == _words(labels, tokens)
             np.testing.assert_allclose(out.scores[0, 0], want, rtol=1e-5, atol=1e-4)
 
+    @pytest.mark.long
     def test_lm_fixes_confusions(self):
         texts, logits, pads = _confusable_batch()
         plain = _beam(logits, pads, beam_width=16)
@@ -569,6 +571,7 @@ def _ctc_log_prob(log_probs, labels):
 # ----------------------------------------------------- sparse token-level LM
 
 
+@pytest.mark.long
 def test_token_lm_large_vocabulary(tmp_path):
     num_classes = 6625
     rng = np.random.default_rng(0)

@@ -85,6 +85,7 @@ def test_flags_are_documented_and_checked(capsys):
         main.parse_args(["--loss=bogus"])
 
 
+@pytest.mark.long
 def test_smoke_two_steps_then_resume_then_report(tmp_path):
     summary = main.main([*TINY_FLAGS, f"--out={tmp_path}", "--steps=2"])
     assert summary["steps"] == 2
@@ -169,6 +170,7 @@ def test_losses_are_ordered_ctc_viterbi_genie(tmp_path):
     assert np.all(ctc > 0) and np.any(ctc < genie - 1e-2)
 
 
+@pytest.mark.long
 def test_resume_equals_uninterrupted_run(tmp_path):
     # Same flags as the smoke test's resumed run: the step is compiled once.
     flags = ["--steps=3", "--checkpoint-every=1", "--eval-every=100"]
@@ -194,6 +196,7 @@ KILLED_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.long
 def test_history_survives_a_kill_after_a_checkpoint(tmp_path):
     # Train in a child, SIGKILL it once the step-60 checkpoint is complete
     # (orbax renames a finished checkpoint's folder to its step), then resume:
