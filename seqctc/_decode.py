@@ -989,7 +989,8 @@ def beam_decode(
     contributes at most ``W`` survivors and at most ``W`` of its extensions are
     set aside by merging or by the repeat rule). A frame first ranks only the stays
     and the extensions of every prefix by the frame's 8 most probable classes (48
-    with an ``lm`` at ``K > 1024``); when a bound (an extension left out scores at
+    with an ``lm`` at ``K > 1024``; every class with an ``lm`` when ``2W`` cover
+    them, as the re-ranking would); when a bound (an extension left out scores at
     most the prefix's total times the next class's probability, times the largest
     fused increment with fusion) cannot prove that this keeps the same beams, the
     frame is ranked again over the ``2W`` best classes of the full row (only for the
@@ -1108,6 +1109,10 @@ def beam_decode(
     # scores of the ranked extensions): rank more classes first.
     wide = lm is not None and num_classes > 4 * _GROUP_LANES
     fast = min(_NUM_FAST_LM if wide else _NUM_FAST, allowed)
+    if lm is not None and allowed <= 2 * beam_width:
+        # The exact re-ranking would read every class anyway, and with an LM
+        # the bound fails on most frames: rank every class once.
+        fast = allowed
     cfg = _SearchConfig(
         beam_width=beam_width,
         top_k=top_k,
