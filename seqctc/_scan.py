@@ -35,8 +35,9 @@ StepFn = Callable[[Any, Any, Array], Any]
 # block over glibc's 32 MiB mmap threshold is mapped afresh and page-faulted
 # on every call. Hoisting the input projection out of the loop (one matmul
 # over all frames) was measured too: the [T, B, G H] array it makes costs more
-# than it saves. See docs/concepts/cells.md for how the fused path supports
-# both ``jax.grad`` (hand backward) and ``jax.jvp``.
+# than it saves (docs/benchmarks.md lists the LSTM variants tried). See
+# docs/concepts/cells.md for how the fused path supports both ``jax.grad``
+# (hand backward) and ``jax.jvp``.
 _STRATEGY = "fused"
 
 
