@@ -29,7 +29,8 @@ from seqctc._utils import compute_dtype
 _HALF_NEG_INF = NEG_INF / 2
 # Classes per prefix a frame ranks first (see _search_frame).
 _NUM_FAST = 8
-# ... with an LM at K > 1,024 (PP-OCRv4 + order-3 LM: 2x faster than 8).
+# ... with an LM at K > 1,024 that pins no tokens (PP-OCRv4 + order-3 character
+# LM: 2x faster than 8).
 _NUM_FAST_LM = 48
 # Utterances whose frame is re-ranked alone when only these few need it.
 _NUM_FEW = 4
@@ -439,8 +440,8 @@ class _Frame(NamedTuple):
     last_ext: Array  # [W] the same, NEG_INF where that class may not extend
     cand_lp: Array  # [Q] the best non-blank classes (NEG_INF where pruned)
     cand_cls: Array  # [Q] int32
-    hot_lp: Array  # [U] log p of the hotword tokens (NEG_INF where pruned or
-    # already among the first cand_cls)
+    pinned_lp: Array  # [P] log p of the pinned tokens (hotword tokens, the LM's
+    # word boundaries; NEG_INF where pruned or already among the first cand_cls)
 
 
 class _Stay(NamedTuple):
@@ -620,18 +621,18 @@ def _is_exact(
     st: _Stay,
     picked: _Picked,
     rest_lp: Array,
-    hot_ranked: bool = False,
+    pinned_ranked: bool = False,
 ) -> Array:
     """Bool: no class left out (each of log p ≤ ``rest_lp``) beats the picks.
 
     An extension of prefix ``ℓ`` by such a class scores at most
     ``log(p_b + p_nb)(ℓ) + rest_lp + bonus(ℓ) + max_c δ(ℓ, c)``, the maximum
-    over the classes other than the hotword tokens when ``hot_ranked``.
+    over the classes other than the pinned tokens when ``pinned_ranked``.
     """
     bound = st.total + rest_lp + beams.bonus
     if cfg.fused:
         bound = bound + jax.vmap(
-            lambda s: fusion.delta_bound(s, bound.dtype, hot_ranked=hot_ranked)
+            lambda s: fusion.delta_bound(s, bound.dtype, pinned_ranked=pinned_ranked)
         )(beams.fusion)
     bound = jnp.max(jnp.where(st.alive, bound, NEG_INF))
     return (bound < jnp.min(picked.score)) | (bound <= _HALF_NEG_INF)
@@ -729,24 +730,26 @@ def _search_frame(
     """
     st = jax.vmap(functools.partial(_stay, cfg))(beams, frame)
     rank = jax.vmap(functools.partial(_rank, cfg, fusion))
-    exact = jax.vmap(functools.partial(_is_exact, cfg, fusion))
     dtype = st.total.dtype
 
     fast = cfg.num_fast
     classes, class_lp = frame.cand_cls[:, :fast], frame.cand_lp[:, :fast]
-    hot_ranked = fusion.hot_tokens is not None and not cfg.fast_is_complete
-    if hot_ranked:
-        # The hotword tokens are ranked too, so the bound on the classes left
-        # out needs no hotword gain (a token outside every hotword gains ≤ 0).
-        hot = jnp.broadcast_to(fusion.hot_tokens, frame.hot_lp.shape)
-        classes = jnp.concatenate([classes, hot], axis=1)
-        class_lp = jnp.concatenate([class_lp, frame.hot_lp], axis=1)
+    pinned_ranked = fusion.pinned is not None and not cfg.fast_is_complete
+    num_pinned = 0 if fusion.pinned is None else fusion.pinned.shape[0]
+    exact = jax.vmap(
+        functools.partial(_is_exact, cfg, fusion, pinned_ranked=pinned_ranked)
+    )
+    if pinned_ranked:
+        # The pinned tokens are ranked too, so the bound on the classes left
+        # out needs no hotword gain (a token outside every hotword gains ≤ 0)
+        # and no LM gain of a completed word (only word boundaries complete one).
+        pinned = jnp.broadcast_to(fusion.pinned, frame.pinned_lp.shape)
+        classes = jnp.concatenate([classes, pinned], axis=1)
+        class_lp = jnp.concatenate([class_lp, frame.pinned_lp], axis=1)
     picked = rank(beams, st, classes, class_lp)
     if not cfg.fast_is_complete:
         rest = frame.cand_lp[:, fast]
-        ok = jax.vmap(functools.partial(_is_exact, cfg, fusion, hot_ranked=hot_ranked))(
-            beams, st, picked, rest
-        )
+        ok = exact(beams, st, picked, rest)
         ok = ok | ~frame.valid
 
         # Without fusion 2W classes are exact; with fusion, 2W, 8W, 32W
@@ -762,7 +765,16 @@ def _search_frame(
                 values, classes, _ = _top_classes(row.lp, count)
                 return rank(beams, st, classes, values)
             values, classes, _ = _top_classes(row.lp, count + 1)
-            pk = rank(beams, st, classes[:, :-1], values[:, :-1])
+            ranked, ranked_lp = classes[:, :-1], values[:, :-1]
+            if pinned_ranked:  # as in tier 1, so the same tight bound holds
+                pinned = jnp.broadcast_to(fusion.pinned, (ranked.shape[0], num_pinned))
+                dup = jnp.any(pinned[:, :, None] == ranked[:, None, :], axis=-1)
+                pinned_lp = jnp.take_along_axis(row.lp, pinned, axis=1)
+                ranked = jnp.concatenate([ranked, pinned], axis=1)
+                ranked_lp = jnp.concatenate(
+                    [ranked_lp, jnp.where(dup, NEG_INF, pinned_lp)], axis=1
+                )
+            pk = rank(beams, st, ranked, ranked_lp)
             ok_row = exact(beams, st, pk, values[:, -1]) | ~row.valid
             if len(counts) > 1:
                 rest = functools.partial(rank_row, beams, st, row, counts[1:])
@@ -882,18 +894,18 @@ def _beam_search(
         last_ext = jnp.where(
             _allowed(cfg, last_lp, cut[:, None], threshold), last_lp, neg
         )
-        if fusion.hot_tokens is None:
-            hot_lp = jnp.zeros((batch, 0), dtype)
+        if fusion.pinned is None:
+            pinned_lp = jnp.zeros((batch, 0), dtype)
         else:
-            h = logits[rows[:, None], t, fusion.hot_tokens[None, :]].astype(dtype)
+            h = logits[rows[:, None], t, fusion.pinned[None, :]].astype(dtype)
             h = jnp.maximum(jnp.where(ok[:, None], h, 0) - norm[:, None], neg)
             dup = jnp.any(
-                fusion.hot_tokens[None, :, None] == cls[:, None, : cfg.num_fast],
+                fusion.pinned[None, :, None] == cls[:, None, : cfg.num_fast],
                 axis=-1,
-            )  # [B, U] already among the classes ranked first
+            )  # [B, P] already among the classes ranked first
             keep = _allowed(cfg, h, cut[:, None], threshold) & ~dup
-            hot_lp = jnp.where(keep, h, neg)
-        frame = _Frame(ok, blank, last_lp, last_ext, lp, cls, hot_lp)
+            pinned_lp = jnp.where(keep, h, neg)
+        frame = _Frame(ok, blank, last_lp, last_ext, lp, cls, pinned_lp)
 
         def full_row(idx=None):
             """Frame t of the utterances ``idx [F]`` (all if None): ``[F, K]``."""
@@ -1106,8 +1118,13 @@ def beam_decode(
     allowed = non_blank if prune_top_k is None else min(prune_top_k, non_blank)
     fused = is_fused(lm, insertion_bonus, hotwords)
     # With an LM at large K the bound fails more often (the LM lowers the
-    # scores of the ranked extensions): rank more classes first.
-    wide = lm is not None and num_classes > 4 * _GROUP_LANES
+    # scores of the ranked extensions): rank more classes first, unless the
+    # LM pins the tokens it favours (ranked anyway, so the bound stays tight).
+    wide = (
+        lm is not None
+        and num_classes > 4 * _GROUP_LANES
+        and not getattr(fusion.lm, "pinned_tokens", ())
+    )
     fast = min(_NUM_FAST_LM if wide else _NUM_FAST, allowed)
     if lm is not None and allowed <= 2 * beam_width:
         # The exact re-ranking would read every class anyway, and with an LM

@@ -47,6 +47,9 @@ class Fusion(NamedTuple):
     hot_lengths: Array | None  # [H] int32
     hot_tokens: Array | None  # [U] int32 distinct tokens of the hotwords
     hotword_weight: Array  # γ
+    # [P] int32 tokens every frame ranks: the hotword tokens and the LM's
+    # ``pinned_tokens`` (None if neither).
+    pinned: Array | None = None
 
     def initial_state(self) -> FusionState:
         lm = (
@@ -92,13 +95,13 @@ class Fusion(NamedTuple):
         return FusionState(lm=lm_state, hot=hot), delta
 
     def delta_bound(
-        self, state: FusionState, dtype, *, hot_ranked: bool = False
+        self, state: FusionState, dtype, *, pinned_ranked: bool = False
     ) -> Array:
         """An upper bound of ``δ(ℓ, c)`` over every class ``c`` (+inf if unknown).
 
-        With ``hot_ranked``, over the classes other than the hotword tokens
-        (which the caller ranks itself): their hotword gain is
-        ``−max(state)``, the matches they break.
+        With ``pinned_ranked``, over the classes outside :attr:`pinned` (which
+        the caller ranks itself): their hotword gain is ``−max(state)``, the
+        matches they break, and the LM bounds only its unpinned tokens.
         """
         bound = self.insertion_bonus.astype(dtype)
         if self.lm is not None:
@@ -109,13 +112,17 @@ class Fusion(NamedTuple):
             else:
                 # α · log p ≤ α · max_score for α ≥ 0; log p has no lower
                 # bound, so a negative α bounds nothing (every class is ranked).
-                top = jnp.asarray(max_score(state.lm), dtype)
+                if pinned_ranked and getattr(self.lm, "pinned_tokens", ()):
+                    top = max_score(state.lm, unpinned=True)
+                else:
+                    top = max_score(state.lm)
+                top = jnp.asarray(top, dtype)
                 bound = bound + jnp.where(alpha >= 0, alpha * top, jnp.inf)
         if self.hot_trans is not None:
             # A token outside every hotword resets all matches: gain −max(state).
             # The hotword tokens are few; evaluate them all.
             reset = -jnp.max(state.hot, initial=0)
-            if hot_ranked:
+            if pinned_ranked:
                 best = reset.astype(dtype)
             else:
                 tokens = self.hot_tokens
@@ -177,10 +184,13 @@ def make_fusion(
         lm = lm.with_weights(lm_weight, insertion_bonus)
         lm_weight, insertion_bonus = 1.0, 0.0
     hot_trans = hot_lengths = hot_tokens = None
+    pinned = set(getattr(lm, "pinned_tokens", ()) if lm is not None else ())
     if hotwords is not None and len(hotwords) > 0:
         hot_trans, hot_lengths = hotword_automaton(hotwords, num_classes, blank_id)
         tokens = sorted({int(x) for word in hotwords for x in word})
         hot_tokens = jnp.asarray(np.array(tokens, np.int32))
+        pinned |= set(tokens)
+    pinned.discard(blank_id)
     return Fusion(
         lm=lm,
         lm_weight=jnp.asarray(lm_weight, dtype),
@@ -189,4 +199,5 @@ def make_fusion(
         hot_lengths=hot_lengths,
         hot_tokens=hot_tokens,
         hotword_weight=jnp.asarray(hotword_weight, dtype),
+        pinned=jnp.asarray(np.array(sorted(pinned), np.int32)) if pinned else None,
     )

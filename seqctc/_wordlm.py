@@ -40,6 +40,8 @@ _OFF_TRIE = -1  # a partial word that no known word starts with
 _PAD_CHAR, _UNKNOWN_CHAR = -1, -2
 # Largest dense trie transition table ([nodes, characters] int32 entries).
 _MAX_TRIE = 2**26
+# Most tokens the beam search always ranks (see pinned_tokens).
+_MAX_PINNED = 128
 WORD_PIECE_START = "\u2581"  # "▁"
 
 
@@ -125,6 +127,12 @@ class WordNGramLM:
         lookahead: whether partial words hold a look-ahead score (static).
         token_kinds: whether any non-blank token ignores, spells, ends or
             starts a word (static; tightens :meth:`max_score`).
+        pinned_tokens: the tokens that end or start a word or spell only
+            characters of the known words, when at most 128 (else empty;
+            static). The beam search always ranks them, so it bounds only the
+            other tokens (``max_score(state, unpinned=True)``), which leave the
+            trie or do nothing: at a large vocabulary of another script, far
+            tighter than the bound over every token.
     """
 
     table: NGramTable
@@ -141,6 +149,7 @@ class WordNGramLM:
     sentence_end: bool = True
     lookahead: bool = True
     token_kinds: tuple[bool, bool, bool, bool] = (True, True, True, True)
+    pinned_tokens: tuple[int, ...] = ()
 
     # ------------------------------------------------------------ protocol
 
@@ -177,16 +186,20 @@ class WordNGramLM:
         log_prob, _, dead = self._final(state)
         return jnp.where(dead, NEG_INF, log_prob)
 
-    def max_score(self, state: WordState) -> Array:
+    def max_score(self, state: WordState, *, unpinned: bool = False) -> Array:
         """An upper bound of :meth:`score` over every token (for exact pruning).
 
         Spelling on moves to a trie node whose look-ahead is at most its
         parent's (the best word below it), so only a completed word, the start
-        of a new word or leaving the trie can gain.
+        of a new word or leaving the trie can gain. With ``unpinned``, the
+        bound over the tokens outside :attr:`pinned_tokens` (which the search
+        ranks itself): they only spell on or do nothing.
         """
-        return self._max_step(state)[0]
+        return self._max_step(state, unpinned=unpinned)[0]
 
-    def _max_step(self, state: WordState) -> tuple[Array, Array]:
+    def _max_step(
+        self, state: WordState, *, unpinned: bool = False
+    ) -> tuple[Array, Array]:
         """(bound of the LM increment over the non-blank tokens, word pending)."""
         pending = state.node != _ROOT
         word_lp, _, _ = self._complete(state)
@@ -210,6 +223,11 @@ class WordNGramLM:
         )
         candidates = []
         has_ignore, has_spell, has_delimit, has_start = self.token_kinds
+        if unpinned and self.pinned_tokens:
+            # Every token that ends or starts a word, or spells only characters
+            # of known words, is pinned: the others do nothing or leave the trie.
+            has_delimit = has_start = False
+            spell = off_trie
         if has_ignore:
             candidates.append(jnp.zeros((), jnp.float32))
         if has_spell:
@@ -548,6 +566,10 @@ class WordNGramLM:
         token_chars = np.full((num_classes, length), _PAD_CHAR, np.int32)
         for k, s in enumerate(spelled):
             token_chars[k, : len(s)] = s
+        known = np.array([all(c >= 0 for c in s) for s in spelled])
+        pinned = np.flatnonzero(
+            (kinds == _DELIMIT) | (kinds == _START) | ((kinds == _SPELL) & known)
+        )
         return cls(
             table=table,
             trie_next=jnp.asarray(trie_next),
@@ -568,6 +590,9 @@ class WordNGramLM:
                 bool(np.any(np.delete(kinds, blank_id) == kind))
                 for kind in (_IGNORE, _SPELL, _DELIMIT, _START)
             ),
+            pinned_tokens=tuple(int(k) for k in pinned)
+            if len(pinned) <= _MAX_PINNED
+            else (),
         )
 
 
@@ -590,6 +615,7 @@ jax.tree_util.register_dataclass(
         "sentence_end",
         "lookahead",
         "token_kinds",
+        "pinned_tokens",
     ],
 )
 
@@ -612,6 +638,10 @@ class WordLMFusion:
     def num_classes(self) -> int:
         return self.lm.num_classes
 
+    @property
+    def pinned_tokens(self) -> tuple[int, ...]:
+        return self.lm.pinned_tokens
+
     def initial_state(self) -> WordState:
         return self.lm.initial_state()
 
@@ -622,9 +652,10 @@ class WordLMFusion:
         )
         return step.state, jnp.where(step.dead, NEG_INF, fused)
 
-    def max_score(self, state: WordState) -> Array:
-        """An upper bound of :meth:`score` over every token (+inf if α < 0)."""
-        bound, pending = self.lm._max_step(state)
+    def max_score(self, state: WordState, *, unpinned: bool = False) -> Array:
+        """An upper bound of :meth:`score` over every token (+inf if α < 0);
+        over the tokens outside :attr:`pinned_tokens` with ``unpinned``."""
+        bound, pending = self.lm._max_step(state, unpinned=unpinned)
         fused = self.lm_weight * bound + jnp.maximum(self.insertion_bonus, 0.0) * (
             pending.astype(jnp.float32)
         )

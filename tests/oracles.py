@@ -207,15 +207,25 @@ def greedy(logp, frames, blank):
     return tokens, starts, score
 
 
-def prefix_beam_search(logp, blank, beam_width):
+def prefix_beam_search(logp, blank, beam_width, prefix_score=None, final_score=None):
     """CTC prefix beam search of one row with merging; standard pruning.
 
-    Returns ``(hypotheses, gap)``: ``[(prefix, log prob)]`` best first (at
+    With ``prefix_score(prefix) -> float`` (shallow fusion), prefixes are
+    ranked by ``log p_ctc + prefix_score`` and the hypotheses by that plus
+    ``final_score(prefix)``.
+
+    Returns ``(hypotheses, gap)``: ``[(prefix, score)]`` best first (at
     most ``beam_width``), and the smallest margin seen at a pruning cut
     (between the last kept and the first dropped prefix; ``inf`` if none was
     dropped), so callers can skip near-ties whose order is arbitrary.
     """
     logp = np.asarray(logp, np.float64)
+    fused = prefix_score or (lambda prefix: 0.0)
+    final = final_score or (lambda prefix: 0.0)
+
+    def key(item):
+        return np.logaddexp(*item[1]) + fused(item[0])
+
     beams = {(): (0.0, -np.inf)}  # prefix -> (blank-ending, non-blank-ending)
     gap = np.inf
     for row in logp:
@@ -236,15 +246,16 @@ def prefix_beam_search(logp, blank, beam_width):
                     add(prefix + (k,), pnb=pb + row[k])
                 else:
                     add(prefix + (k,), pnb=total + row[k])
-        ranked = sorted(new.items(), key=lambda kv: -np.logaddexp(*kv[1]))
+        ranked = sorted(new.items(), key=lambda kv: -key(kv))
         if len(ranked) > beam_width:
-            cut = np.logaddexp(*ranked[beam_width - 1][1])
-            dropped = np.logaddexp(*ranked[beam_width][1])
+            cut = key(ranked[beam_width - 1])
+            dropped = key(ranked[beam_width])
             if np.isfinite(cut):
                 gap = min(gap, cut - dropped)
         beams = dict(ranked[:beam_width])
     hyps = sorted(
-        ((p, float(np.logaddexp(*s))) for p, s in beams.items()), key=lambda h: -h[1]
+        ((p, float(key((p, s)) + final(p))) for p, s in beams.items()),
+        key=lambda h: -h[1],
     )
     return hyps, gap
 

@@ -12,11 +12,13 @@ import itertools
 import math
 import pathlib
 from collections import defaultdict
+from unittest import mock
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import oracles
 import pytest
 import wordlm_data
 from absl.testing import parameterized
@@ -24,7 +26,7 @@ from oracles import collapse as _collapse
 from oracles import log_softmax as _log_softmax
 
 import seqctc
-from seqctc import _ngram
+from seqctc import _decode, _ngram
 
 LN10 = math.log(10.0)
 _TINY = ["a b", "a c"]
@@ -390,6 +392,31 @@ class SpellingTest(chex.TestCase):
             _, deltas = all_scores(state, jnp.arange(len(tokens)))
             assert float(jnp.max(deltas[1:])) <= float(max_score(state)) + 1e-5
 
+    def test_unpinned_bound_covers_every_other_token(self):
+        for restrict in [False, True]:
+            lexicon = ["the", "cat", "sees", "a", "map"] if restrict else None
+            tokens, lm = _foreign_lm(lexicon=lexicon, oov_penalty=-3.0)
+            alphabet = {c for w in (lexicon or lm.vocab[3:]) for c in w}
+            want = {
+                k
+                for k, t in enumerate(tokens)
+                if t == " " or (t and all(c in alphabet for c in t))
+            }
+            assert set(lm.pinned_tokens) == want
+            others = jnp.array([k for k in range(1, len(tokens)) if k not in want])
+            fused = lm.with_weights(0.7, 1.5)
+            for prefix in ["", "th", "the", "the ", "the ca", "the c\u03b1", "a"]:
+                state = lm.initial_state()
+                for c in prefix:
+                    state, _ = lm.score(state, tokens.index(c))
+                for model in (lm, fused):
+                    _, deltas = jax.vmap(model.score, in_axes=(None, 0))(state, others)
+                    bound = float(model.max_score(state, unpinned=True))
+                    assert float(jnp.max(deltas)) <= bound + 1e-5, (restrict, prefix)
+                    if prefix == "th" and not restrict:
+                        # Far below the bound over every token (a word ending).
+                        assert bound < float(model.max_score(state)) - 3.0
+
     def test_pytree_under_vmap(self):
         lm = _corpus_lm(3)
         states = jax.vmap(lambda _: lm.initial_state())(jnp.arange(4))
@@ -406,6 +433,19 @@ class SpellingTest(chex.TestCase):
             seqctc.WordNGramLM.fit(_TINY, order=2, tokens=_TINY_TOKENS, blank_id=9)
         with pytest.raises(ValueError, match="tokens"):
             seqctc.WordNGramLM.fit(_TINY, order=2, tokens=[])
+
+
+# Tokens no known word spells (another script, and a mixed one): the word LM
+# pins the others, and the search bounds these.
+_FOREIGN = [chr(0x3B1 + i) for i in range(12)] + ["a\u03b1"]
+
+
+def _foreign_lm(**kwargs):
+    tokens = list(wordlm_data.TOKENS) + _FOREIGN
+    lm = seqctc.WordNGramLM.fit(
+        wordlm_data.sentences(300, seed=0), order=3, tokens=tokens, **kwargs
+    )
+    return tokens, lm
 
 
 # ------------------------------------------------- beam search, exhaustive
@@ -491,6 +531,55 @@ class BeamSearchTest(parameterized.TestCase):
 
         assert errors(fused) < errors(plain) / 4
         assert errors(fused) <= 3
+
+    @parameterized.parameters(8, 1)
+    def test_pinned_search_equals_the_reference_search(self, num_fast):
+        # K − 1 > 2W: frames rank their best classes (8, or 1 to make the
+        # bound decide most frames) and the pinned tokens, and bound the
+        # others; the reference ranks every class at every frame.
+        tokens, lm = _foreign_lm(oov_penalty=-1.0)
+        fused = lm.with_weights(0.5, 1.0)
+        texts = wordlm_data.sentences(4, seed=31)
+        logits, pads = wordlm_data.simulate_logits(
+            texts, tokens, seed=32, confusion=0.5, noise=1.5
+        )
+        width = 4
+        with mock.patch.object(_decode, "_NUM_FAST", num_fast):
+            out = jax.jit(
+                lambda x, p, f: seqctc.beam_decode(x, p, beam_width=width, lm=f)
+            )(logits, pads, fused)
+        score_all = jax.jit(jax.vmap(fused.score, in_axes=(None, 0)))
+        final = jax.jit(fused.final_score)
+        every = jnp.arange(len(tokens))
+        states, scores = {(): lm.initial_state()}, {(): 0.0}
+
+        def prefix_score(prefix):
+            if prefix not in scores:
+                parent = prefix[:-1]
+                prefix_score(parent)
+                new, deltas = score_all(states[parent], every)
+                k = prefix[-1]
+                states[prefix] = jax.tree.map(lambda x: x[k], new)
+                scores[prefix] = scores[parent] + float(deltas[k])
+            return scores[prefix]
+
+        def final_score(prefix):
+            prefix_score(prefix)
+            return float(final(states[prefix]))
+
+        entered = 0
+        for b in range(len(texts)):
+            n = int(np.sum(pads[b] == 0))
+            hyps, gap = oracles.prefix_beam_search(
+                _log_softmax(logits[b, :n]), 0, width, prefix_score, final_score
+            )
+            if gap < 1e-3:  # a near-tie at a cut: either order is right
+                continue
+            got = tuple(int(t) for t in out.tokens[b, 0] if t >= 0)
+            assert got == hyps[0][0]
+            np.testing.assert_allclose(out.scores[b, 0], hyps[0][1], rtol=1e-5)
+            entered += any(tokens[k] in _FOREIGN for k in got)
+        assert entered  # a bounded token made it into a result
 
 
 _ALPHA, _BETA, _UNK_OFFSET = 0.5, 1.0, -10.0
