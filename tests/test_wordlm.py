@@ -281,6 +281,25 @@ def _spell(lm, token_ids):
     return total + float(lm.final_score(state))
 
 
+@jax.jit
+def _spell_state(lm, token_ids):
+    """The LM state after ``token_ids`` (a list of ints, one compile per length)."""
+    state = lm.initial_state()
+    for t in token_ids:
+        state, _ = lm.score(state, t)
+    return state
+
+
+@jax.jit
+def _all_deltas(model, state, tokens):
+    return jax.vmap(model.score, in_axes=(None, 0))(state, tokens)[1]
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _max_score(model, state, unpinned):
+    return model.max_score(state, unpinned=unpinned)
+
+
 class SpellingTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.named_parameters(
@@ -366,16 +385,12 @@ class SpellingTest(chex.TestCase):
             lm = _corpus_lm(3, lexicon=lexicon, oov_penalty=-3.0)
             fused = lm.with_weights(0.7, 1.5)
             for prefix in ["", "th", "the", "the ", "the ca", "the cqt", "a"]:
-                state = lm.initial_state()
-                for c in prefix:
-                    state, _ = lm.score(state, tokens.index(c))
+                state = _spell_state(lm, [tokens.index(c) for c in prefix])
                 for model in (lm, fused):
-                    _, deltas = jax.vmap(model.score, in_axes=(None, 0))(
-                        state, jnp.arange(len(tokens))
-                    )
+                    deltas = _all_deltas(model, state, jnp.arange(len(tokens)))
                     assert (
                         float(jnp.max(deltas[1:]))
-                        <= float(model.max_score(state)) + 1e-5
+                        <= float(_max_score(model, state, False)) + 1e-5
                     ), (restrict, prefix)
 
     def test_max_score_bounds_word_pieces(self):
@@ -406,16 +421,14 @@ class SpellingTest(chex.TestCase):
             others = jnp.array([k for k in range(1, len(tokens)) if k not in want])
             fused = lm.with_weights(0.7, 1.5)
             for prefix in ["", "th", "the", "the ", "the ca", "the c\u03b1", "a"]:
-                state = lm.initial_state()
-                for c in prefix:
-                    state, _ = lm.score(state, tokens.index(c))
+                state = _spell_state(lm, [tokens.index(c) for c in prefix])
                 for model in (lm, fused):
-                    _, deltas = jax.vmap(model.score, in_axes=(None, 0))(state, others)
-                    bound = float(model.max_score(state, unpinned=True))
+                    deltas = _all_deltas(model, state, others)
+                    bound = float(_max_score(model, state, True))
                     assert float(jnp.max(deltas)) <= bound + 1e-5, (restrict, prefix)
                     if prefix == "th" and not restrict:
                         # Far below the bound over every token (a word ending).
-                        assert bound < float(model.max_score(state)) - 3.0
+                        assert bound < float(_max_score(model, state, False)) - 3.0
 
     def test_pytree_under_vmap(self):
         lm = _corpus_lm(3)
@@ -551,21 +564,30 @@ class BeamSearchTest(parameterized.TestCase):
         score_all = jax.jit(jax.vmap(fused.score, in_axes=(None, 0)))
         final = jax.jit(fused.final_score)
         every = jnp.arange(len(tokens))
-        states, scores = {(): lm.initial_state()}, {(): 0.0}
+        # Per prefix: its LM state, and (once it is extended) the states and
+        # fused increments of all its children, as numpy.
+        states, scores, children = {(): lm.initial_state()}, {(): 0.0}, {}
+
+        def state(prefix):
+            if prefix not in states:
+                new, _ = row(prefix[:-1])
+                states[prefix] = jax.tree.map(lambda x: x[prefix[-1]], new)
+            return states[prefix]
+
+        def row(prefix):
+            if prefix not in children:
+                new, deltas = score_all(state(prefix), every)
+                children[prefix] = (jax.tree.map(np.asarray, new), np.asarray(deltas))
+            return children[prefix]
 
         def prefix_score(prefix):
             if prefix not in scores:
-                parent = prefix[:-1]
-                prefix_score(parent)
-                new, deltas = score_all(states[parent], every)
-                k = prefix[-1]
-                states[prefix] = jax.tree.map(lambda x: x[k], new)
-                scores[prefix] = scores[parent] + float(deltas[k])
+                _, deltas = row(prefix[:-1])
+                scores[prefix] = prefix_score(prefix[:-1]) + float(deltas[prefix[-1]])
             return scores[prefix]
 
         def final_score(prefix):
-            prefix_score(prefix)
-            return float(final(states[prefix]))
+            return float(final(state(prefix)))
 
         entered = 0
         for b in range(len(texts)):
