@@ -23,6 +23,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from rapidfuzz.distance import Levenshtein
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -90,16 +91,8 @@ def recognise(session, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray
 
 
 def word_errors(hyp: str, ref: str) -> int:
-    return _edit(hyp.split(), ref.split())
-
-
-def _edit(h, r) -> int:
-    row = list(range(len(r) + 1))
-    for i, hw in enumerate(h, start=1):
-        prev, row[0] = row[0], i
-        for j, rw in enumerate(r, start=1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (hw != rw))
-    return row[-1]
+    """Levenshtein distance over words."""
+    return Levenshtein.distance(hyp.split(), ref.split())
 
 
 def main() -> None:
@@ -157,7 +150,7 @@ def main() -> None:
             for row in np.asarray(toks)
         ]
         wer = sum(word_errors(h, r) for h, r in zip(hyps, refs, strict=True))
-        cer = sum(_edit(list(h), list(r)) for h, r in zip(hyps, refs, strict=True))
+        cer = sum(Levenshtein.distance(h, r) for h, r in zip(hyps, refs, strict=True))
         rows.append((name, 100 * wer / num_words, 100 * cer / num_chars, ms, hyps))
     lines = [
         "# Word LM on a real recogniser (PP-OCRv4)",

@@ -144,6 +144,24 @@ def blank_free_best(logp, labels):
     return best
 
 
+def ctc_log_prob(log_probs, labels, blank=0):
+    """log p_ctc(labels) of one row by the forward recursion, vectorised over
+    the states (float64): the textbook α without its tables."""
+    log_probs = np.asarray(log_probs, np.float64)
+    ext = np.array([blank] + [x for k in labels for x in (int(k), blank)])
+    skip = np.zeros(len(ext), bool)
+    skip[2:] = (ext[2:] != blank) & (ext[2:] != ext[:-2])
+    alpha = np.full(len(ext), -np.inf)
+    alpha[0] = log_probs[0, ext[0]]
+    if len(ext) > 1:
+        alpha[1] = log_probs[0, ext[1]]
+    for t in range(1, len(log_probs)):
+        one = np.concatenate([[-np.inf], alpha[:-1]])
+        two = np.where(skip, np.concatenate([[-np.inf] * 2, alpha[:-2]]), -np.inf)
+        alpha = np.logaddexp(np.logaddexp(alpha, one), two) + log_probs[t, ext]
+    return float(np.logaddexp(alpha[-1], alpha[-2]) if len(ext) > 1 else alpha[-1])
+
+
 def ctc_log_tables(logp, labels, blank):
     """log α (emission included) and log β (emission excluded) by recursion.
 

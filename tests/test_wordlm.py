@@ -656,27 +656,13 @@ def test_top1_as_likely_as_pyctcdecode(tmp_path):
             words = text.split()
             ids = [wordlm_data.TOKENS.index(c) for c in text]
             lm_score = _host_sentence(lm, words, _UNK_OFFSET * LN10)
-            return _ctc_log_prob(lp, ids) + _ALPHA * lm_score + _BETA * len(words)
+            return (
+                oracles.ctc_log_prob(lp, ids) + _ALPHA * lm_score + _BETA * len(words)
+            )
 
         assert fused(ours) >= fused(theirs) - 1e-3, (ours, theirs)
         same += " ".join(ours.split()) == theirs
     assert same >= 0.7 * len(texts)
-
-
-def _ctc_log_prob(log_probs, labels):
-    """log p_ctc(labels) by the textbook forward recursion (float64, blank 0)."""
-    ext = np.array([0] + [x for k in labels for x in (k, 0)])
-    skip = np.zeros(len(ext), bool)
-    skip[2:] = (ext[2:] != 0) & (ext[2:] != ext[:-2])
-    alpha = np.full(len(ext), -np.inf)
-    alpha[0] = log_probs[0, 0]
-    if len(ext) > 1:
-        alpha[1] = log_probs[0, ext[1]]
-    for t in range(1, len(log_probs)):
-        one = np.concatenate([[-np.inf], alpha[:-1]])
-        two = np.where(skip, np.concatenate([[-np.inf] * 2, alpha[:-2]]), -np.inf)
-        alpha = np.logaddexp(np.logaddexp(alpha, one), two) + log_probs[t, ext]
-    return float(np.logaddexp(alpha[-1], alpha[-2]) if len(ext) > 1 else alpha[-1])
 
 
 # ----------------------------------------------------- sparse token-level LM
