@@ -32,6 +32,11 @@ _NUM_FAST = 8
 # ... with an LM at K > 1,024 that pins no tokens (PP-OCRv4 + order-3 character
 # LM: 2x faster than 8).
 _NUM_FAST_LM = 48
+# ... with an LM that lists its best next classes (ranked for each prefix).
+_NUM_FAST_LISTED = 8
+# ... for the prefix of the highest bound, with an LM that lists its best
+# next classes (that prefix's extensions fill most of the beam).
+_NUM_LEAD = 48
 # Utterances whose frame is re-ranked alone when only these few need it.
 _NUM_FEW = 4
 # Bytes of logits one step of the dense pass reads (a chunk of frames).
@@ -410,6 +415,10 @@ class _SearchConfig:
     num_summary: int
     fused: bool
     thresholded: bool
+    # The LM's most probable next classes each prefix ranks too (0: none).
+    num_listed: int = 0
+    # Classes the prefix of the highest bound ranks (num_fast if no more).
+    num_lead: int = 0
 
     @property
     def fast_is_complete(self) -> bool:
@@ -442,6 +451,9 @@ class _Frame(NamedTuple):
     cand_cls: Array  # [Q] int32
     pinned_lp: Array  # [P] log p of the pinned tokens (hotword tokens, the LM's
     # word boundaries; NEG_INF where pruned or already among the first cand_cls)
+    listed_cls: Array  # [W, M] int32 the LM's best next classes of each prefix
+    listed_lp: Array  # [W, M] their log p (NEG_INF where pruned, the blank, or
+    # already among the classes above)
 
 
 class _Stay(NamedTuple):
@@ -578,11 +590,15 @@ def _rank(
     st: _Stay,
     classes: Array,
     class_lp: Array,
+    extras: Sequence[tuple[Array, Array, Array]] = (),
 ) -> _Picked:
     """The ``W`` best of the stays and the extensions by ``classes [n]``.
 
     ``class_lp [n]`` is their log p (NEG_INF where a class may not extend).
-    Ties go to the lower candidate index (stays first).
+    Each of ``extras``, ``(src [R], own [R, m], own_lp [R, m])``, extends
+    prefix ``src[r]`` by the classes ``own[r]`` too (none of them among
+    ``classes`` nor in another row of the same prefix). Ties go to the lower
+    candidate index (stays first).
     """
     width = cfg.beam_width
     n = classes.shape[0]
@@ -600,18 +616,46 @@ def _rank(
             in_axes=(0, None),
         )
         score = score + step(beams.fusion, classes)
-    top, idx = lax.top_k(jnp.concatenate([st.score, score.reshape(-1)]), width)
+    scores = [st.score, score.reshape(-1)]
+    for r_src, own, own_lp in extras:
+        last = beams.last[r_src]
+        same = last[:, None] == own
+        ext = jnp.where(same, beams.p_b[r_src, None], st.total[r_src, None]) + own_lp
+        children = st.child.T[r_src]  # [R, W (child)]
+        merged = jnp.any(
+            children[:, :, None] & (beams.last[None, :, None] == own[:, None, :]),
+            axis=1,
+        )  # [R, m]
+        ext = jnp.where(merged | ~st.alive[r_src, None], neg, ext)
+        own_score = ext + beams.bonus[r_src, None]
+        if cfg.fused:
+            own_step = jax.vmap(
+                jax.vmap(lambda s, c: fusion.step(s, c, neg.dtype)[1], (None, 0))
+            )
+            state = jax.tree.map(
+                functools.partial(jnp.take, indices=r_src, axis=0), beams.fusion
+            )
+            own_score = own_score + own_step(state, own)
+        scores.append(own_score.reshape(-1))
+    top, idx = lax.top_k(jnp.concatenate(scores), width)
     idx = idx.astype(jnp.int32)
     is_ext = idx >= width
     flat = jnp.maximum(idx - width, 0)
     col = flat % max(n, 1)
-    return _Picked(
-        score=top,
-        src=jnp.where(is_ext, flat // max(n, 1), idx),
-        is_ext=is_ext,
-        token=classes[col] if n else jnp.zeros((width,), jnp.int32),
-        token_lp=class_lp[col] if n else jnp.full((width,), neg),
-    )
+    src = jnp.where(is_ext, flat // max(n, 1), idx)
+    token = classes[col] if n else jnp.zeros((width,), jnp.int32)
+    token_lp = class_lp[col] if n else jnp.full((width,), neg)
+    start = width * n
+    for r_src, own, own_lp in extras:
+        m = own.shape[1]
+        inside = is_ext & (flat >= start) & (flat < start + own.size)
+        o = jnp.clip(flat - start, 0, own.size - 1)
+        row, o_col = o // m, o % m
+        src = jnp.where(inside, r_src[row], src)
+        token = jnp.where(inside, own[row, o_col], token)
+        token_lp = jnp.where(inside, own_lp[row, o_col], token_lp)
+        start += own.size
+    return _Picked(score=top, src=src, is_ext=is_ext, token=token, token_lp=token_lp)
 
 
 def _is_exact(
@@ -627,12 +671,18 @@ def _is_exact(
 
     An extension of prefix ``ℓ`` by such a class scores at most
     ``log(p_b + p_nb)(ℓ) + rest_lp + bonus(ℓ) + max_c δ(ℓ, c)``, the maximum
-    over the classes other than the pinned tokens when ``pinned_ranked``.
+    over the classes other than the pinned tokens when ``pinned_ranked`` and
+    other than the LM's listed classes of ``ℓ`` when ``cfg.num_listed``.
     """
     bound = st.total + rest_lp + beams.bonus
     if cfg.fused:
         bound = bound + jax.vmap(
-            lambda s: fusion.delta_bound(s, bound.dtype, pinned_ranked=pinned_ranked)
+            lambda s: fusion.delta_bound(
+                s,
+                bound.dtype,
+                pinned_ranked=pinned_ranked,
+                listed=cfg.num_listed > 0,
+            )
         )(beams.fusion)
     bound = jnp.max(jnp.where(st.alive, bound, NEG_INF))
     return (bound < jnp.min(picked.score)) | (bound <= _HALF_NEG_INF)
@@ -710,6 +760,16 @@ def _allowed(cfg: _SearchConfig, lp: Array, kth: Array, threshold: Array) -> Arr
     return ok
 
 
+def _listed_classes(fusion: Fusion, beams: _Beams) -> Array:
+    """``[B, W, M]`` int32 the LM's most probable next classes of each prefix."""
+    return jax.vmap(jax.vmap(lambda s: fusion.next_tokens(s)[0]))(beams.fusion)
+
+
+def _among(own: Array, classes: Array) -> Array:
+    """``[B, W, M]`` bool: ``own [B, W, M]`` is one of ``classes [B, n]``."""
+    return jnp.any(own[:, :, :, None] == classes[:, None, None, :], axis=-1)
+
+
 def _search_frame(
     cfg: _SearchConfig,
     fusion: Fusion,
@@ -746,9 +806,42 @@ def _search_frame(
         pinned = jnp.broadcast_to(fusion.pinned, frame.pinned_lp.shape)
         classes = jnp.concatenate([classes, pinned], axis=1)
         class_lp = jnp.concatenate([class_lp, frame.pinned_lp], axis=1)
-    picked = rank(beams, st, classes, class_lp)
+    slots = jnp.broadcast_to(
+        jnp.arange(cfg.beam_width, dtype=jnp.int32), frame.last_lp.shape
+    )
+    extras = []
+    rest = None if cfg.fast_is_complete else frame.cand_lp[:, fast]
+    if cfg.num_listed:
+        extras.append((slots, frame.listed_cls, frame.listed_lp))
+    if cfg.num_lead > fast:
+        # The prefix whose bound is highest (its extensions are the ones that
+        # fill the beam) ranks the next classes of the frame too.
+        bound = jax.vmap(
+            jax.vmap(
+                lambda s: fusion.delta_bound(
+                    s, dtype, pinned_ranked=pinned_ranked, listed=cfg.num_listed > 0
+                )
+            )
+        )(beams.fusion)
+        bound = jnp.where(st.alive, st.total + beams.bonus + bound, NEG_INF)
+        lead = jnp.argmax(bound, axis=1).astype(jnp.int32)  # [B]
+        more = frame.cand_cls[:, fast : cfg.num_lead]  # [B, e]
+        more_lp = frame.cand_lp[:, fast : cfg.num_lead]
+        ranked = jnp.take_along_axis(frame.listed_cls, lead[:, None, None], axis=1)[
+            :, 0
+        ]  # [B, M] the classes the lead prefix ranks already
+        if pinned_ranked:
+            ranked = jnp.concatenate([ranked, pinned], axis=1)
+        dup = jnp.any(more[:, :, None] == ranked[:, None, :], axis=-1)
+        more_lp = jnp.where(dup, NEG_INF, more_lp)
+        extras.append((lead[:, None], more[:, None, :], more_lp[:, None, :]))
+        rest = jnp.where(
+            slots == lead[:, None],
+            frame.cand_lp[:, cfg.num_lead, None],
+            rest[:, None],
+        )  # [B, W]
+    picked = rank(beams, st, classes, class_lp, extras)
     if not cfg.fast_is_complete:
-        rest = frame.cand_lp[:, fast]
         ok = exact(beams, st, picked, rest)
         ok = ok | ~frame.valid
 
@@ -774,7 +867,18 @@ def _search_frame(
                 ranked_lp = jnp.concatenate(
                     [ranked_lp, jnp.where(dup, NEG_INF, pinned_lp)], axis=1
                 )
-            pk = rank(beams, st, ranked, ranked_lp)
+            if cfg.num_listed:
+                own = _listed_classes(fusion, beams)  # [F, W, M]
+                own_lp = jnp.take_along_axis(
+                    row.lp, own.reshape(own.shape[0], -1), axis=1
+                ).reshape(own.shape)
+                own_lp = jnp.where(_among(own, ranked), NEG_INF, own_lp)
+                slots = jnp.broadcast_to(
+                    jnp.arange(cfg.beam_width, dtype=jnp.int32), own.shape[:2]
+                )
+                pk = rank(beams, st, ranked, ranked_lp, [(slots, own, own_lp)])
+            else:
+                pk = rank(beams, st, ranked, ranked_lp)
             ok_row = exact(beams, st, pk, values[:, -1]) | ~row.valid
             if len(counts) > 1:
                 rest = functools.partial(rank_row, beams, st, row, counts[1:])
@@ -811,7 +915,6 @@ def _search_frame(
         else:
             tier2 = every_utterance
         picked = lax.cond(jnp.all(ok), lambda: picked, tier2)
-    del dtype
     new, back = jax.vmap(functools.partial(_update, cfg, fusion))(beams, st, picked)
     # Padded frames keep the beams and point every slot at itself.
     keep = frame.valid
@@ -905,7 +1008,25 @@ def _beam_search(
             )  # [B, P] already among the classes ranked first
             keep = _allowed(cfg, h, cut[:, None], threshold) & ~dup
             pinned_lp = jnp.where(keep, h, neg)
-        frame = _Frame(ok, blank, last_lp, last_ext, lp, cls, pinned_lp)
+        if cfg.num_listed:
+            # Each prefix's LM-favoured classes, unless ranked for all already.
+            own = _listed_classes(fusion, beams)  # [B, W, M]
+            h = logits[rows[:, None, None], t, own].astype(dtype)
+            h = jnp.where(ok[:, None, None], h, 0) - norm[:, None, None]
+            h = jnp.maximum(h, neg)
+            shared = cls[:, : cfg.num_fast]
+            if fusion.pinned is not None:
+                pinned = jnp.broadcast_to(
+                    fusion.pinned, (batch, fusion.pinned.shape[0])
+                )
+                shared = jnp.concatenate([shared, pinned], axis=1)
+            keep = _allowed(cfg, h, cut[:, None, None], threshold)
+            keep = keep & (own != cfg.blank_id) & ~_among(own, shared)
+            listed_lp = jnp.where(keep, h, neg)
+        else:
+            own = jnp.zeros((batch, cfg.beam_width, 0), jnp.int32)
+            listed_lp = jnp.zeros((batch, cfg.beam_width, 0), dtype)
+        frame = _Frame(ok, blank, last_lp, last_ext, lp, cls, pinned_lp, own, listed_lp)
 
         def full_row(idx=None):
             """Frame t of the utterances ``idx [F]`` (all if None): ``[F, K]``."""
@@ -1120,16 +1241,24 @@ def beam_decode(
     # With an LM at large K the bound fails more often (the LM lowers the
     # scores of the ranked extensions): rank more classes first, unless the
     # LM pins the tokens it favours (ranked anyway, so the bound stays tight).
+    # An LM that lists its most probable next classes has them ranked for
+    # each prefix, which keeps the bound tight too.
+    listed = fusion.num_listed
     wide = (
         lm is not None
         and num_classes > 4 * _GROUP_LANES
         and not getattr(fusion.lm, "pinned_tokens", ())
+        and not listed
     )
-    fast = min(_NUM_FAST_LM if wide else _NUM_FAST, allowed)
+    fast = min(
+        _NUM_FAST_LM if wide else _NUM_FAST_LISTED if listed else _NUM_FAST, allowed
+    )
     if lm is not None and allowed <= 2 * beam_width:
         # The exact re-ranking would read every class anyway, and with an LM
         # the bound fails on most frames: rank every class once.
         fast = allowed
+    lead = min(_NUM_LEAD, allowed - 1) if listed and fast < allowed else 0
+    lead = lead if lead > fast else 0
     cfg = _SearchConfig(
         beam_width=beam_width,
         top_k=top_k,
@@ -1138,9 +1267,13 @@ def beam_decode(
         num_allowed=allowed,
         num_fast=fast,
         num_exact=min(2 * beam_width, allowed),
-        num_summary=min(non_blank, max(fast + 1, allowed if prune_top_k else 0)),
+        num_summary=min(
+            non_blank, max(fast + 1, lead + 1, allowed if prune_top_k else 0)
+        ),
         fused=fused,
         thresholded=prune_threshold is not None,
+        num_listed=listed if fast < allowed else 0,
+        num_lead=lead,
     )
     threshold = jnp.asarray(
         NEG_INF if prune_threshold is None else prune_threshold, dtype

@@ -94,14 +94,32 @@ class Fusion(NamedTuple):
             delta = delta + self.hotword_weight.astype(dtype) * gain.astype(dtype)
         return FusionState(lm=lm_state, hot=hot), delta
 
+    @property
+    def num_listed(self) -> int:
+        """``M`` of the LM's :meth:`next_tokens` (0 if it has none; static)."""
+        return int(getattr(self.lm, "num_next", 0)) if self.lm is not None else 0
+
+    def next_tokens(self, state: FusionState) -> tuple[Array, Array]:
+        """``(classes [M], rest)``: the LM's most probable next classes after a
+        prefix and an upper bound of its ``log p`` of every other class."""
+        return self.lm.next_tokens(state.lm)
+
     def delta_bound(
-        self, state: FusionState, dtype, *, pinned_ranked: bool = False
+        self,
+        state: FusionState,
+        dtype,
+        *,
+        pinned_ranked: bool = False,
+        listed: bool = False,
     ) -> Array:
         """An upper bound of ``δ(ℓ, c)`` over every class ``c`` (+inf if unknown).
 
         With ``pinned_ranked``, over the classes outside :attr:`pinned` (which
         the caller ranks itself): their hotword gain is ``−max(state)``, the
-        matches they break, and the LM bounds only its unpinned tokens.
+        matches they break, and the LM bounds only its unpinned tokens. With
+        ``listed``, over the classes outside the LM's :meth:`next_tokens` of
+        the prefix too (which the caller ranks for that prefix): their LM
+        score is at most ``rest``.
         """
         bound = self.insertion_bonus.astype(dtype)
         if self.lm is not None:
@@ -112,7 +130,9 @@ class Fusion(NamedTuple):
             else:
                 # α · log p ≤ α · max_score for α ≥ 0; log p has no lower
                 # bound, so a negative α bounds nothing (every class is ranked).
-                if pinned_ranked and getattr(self.lm, "pinned_tokens", ()):
+                if listed:
+                    top = self.next_tokens(state)[1]
+                elif pinned_ranked and getattr(self.lm, "pinned_tokens", ()):
                     top = max_score(state.lm, unpinned=True)
                 else:
                     top = max_score(state.lm)

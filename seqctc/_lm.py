@@ -95,7 +95,15 @@ def _fill_table(entries: dict, width: int, size: int):
 
 
 def _lookup(table: _Table, probes: int, key: Array) -> tuple[Array, Array]:
-    """``(found [...], values [..., 2])`` of int32 ``key [..., j]``.
+    """``(found [...], values [..., 2])`` of int32 ``key [..., j]``."""
+    slot = _find(table, probes, key)
+    found = slot >= 0
+    values = table.values[jnp.maximum(slot, 0)]
+    return found, jnp.where(found[..., None], values, jnp.zeros((), values.dtype))
+
+
+def _find(table: _Table, probes: int, key: Array) -> Array:
+    """int32 slot ``[...]`` of ``key [..., j]`` in ``table``, −1 if absent.
 
     The ``probes`` slots a key may occupy are read in one gather (keys are
     unique, so at most one matches): a few ops whatever the probe length,
@@ -106,10 +114,7 @@ def _lookup(table: _Table, probes: int, key: Array) -> tuple[Array, Array]:
     offsets = jnp.arange(probes, dtype=jnp.uint32).reshape((1,) * start.ndim + (-1,))
     slots = ((start[..., None] + offsets) & mask).astype(jnp.int32)  # [..., P]
     hit = jnp.all(table.keys[slots] == key[..., None, :], axis=-1)  # [..., P]
-    slot = jnp.max(jnp.where(hit, slots, -1), axis=-1)
-    found = slot >= 0
-    values = table.values[jnp.maximum(slot, 0)]
-    return found, jnp.where(found[..., None], values, jnp.zeros((), values.dtype))
+    return jnp.max(jnp.where(hit, slots, -1), axis=-1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +150,12 @@ class CharNGramLM:
         num_classes: ``K``, the classes of the acoustic model (static).
         sentence_end: whether :meth:`final_score` scores the sentence end.
         probes: per table, the longest probe sequence (static).
+        next_best: per order ``j = n … 2``, ``[S_j, M]`` int32 the ``M`` most
+            probable next classes after each stored context (aligned with the
+            slots of ``contexts``), then ``[1, M]`` after the empty context.
+        next_rest: the same layout, ``[S_j]`` float32 upper bounds of
+            ``log p`` of every other class (see :meth:`next_tokens`).
+        num_next: ``M`` (static; 0 when ``next_best`` is empty).
     """
 
     unigram: Array
@@ -154,6 +165,9 @@ class CharNGramLM:
     num_classes: int
     sentence_end: bool = True
     probes: tuple = ()
+    next_best: tuple = ()
+    next_rest: tuple = ()
+    num_next: int = 0
 
     def initial_state(self) -> Array:
         """The all-boundary context of the empty prefix (``[order − 1]`` int32)."""
@@ -216,6 +230,32 @@ class CharNGramLM:
         token = jnp.zeros(state.shape[:-1], jnp.int32)
         return self._score(state, token, with_p=False)[1]
 
+    def next_tokens(self, state: ArrayLike) -> tuple[Array, Array]:
+        """``(classes [..., M], rest [...])``: the ``M`` most probable next
+        classes after ``state`` (distinct; the sentence end is not a class)
+        and an upper bound of ``log p(w | state)`` over every other class.
+
+        A state's distribution is that of its longest stored context (an
+        unseen context adds no backoff weight), whose list :meth:`fit` keeps.
+        The beam search ranks these classes for each prefix, so the classes
+        it leaves out are bounded by ``rest`` rather than :meth:`max_score`.
+        """
+        state = jnp.asarray(state, jnp.int32)
+        batch = state.shape[:-1]
+        tokens = jnp.broadcast_to(self.next_best[-1][0], (*batch, self.num_next))
+        rest = jnp.broadcast_to(self.next_rest[-1][0], batch)
+        found = jnp.zeros(batch, bool)
+        n_probes = iter(self.probes[1::2])
+        for j in range(self.order, 1, -1):  # longest context first
+            i = self.order - j
+            slot = _find(self.contexts[i], next(n_probes), state[..., i:])
+            new = (slot >= 0) & ~found
+            at = jnp.maximum(slot, 0)
+            tokens = jnp.where(new[..., None], self.next_best[i][at], tokens)
+            rest = jnp.where(new, self.next_rest[i][at], rest)
+            found = found | new
+        return tokens, rest
+
     def final_score(self, state: ArrayLike) -> Array:
         """Log probability of the sentence end (0 when ``sentence_end=False``)."""
         state = jnp.asarray(state, jnp.int32)
@@ -241,6 +281,7 @@ class CharNGramLM:
         add_k: float = 1.0,
         discount: float = 0.75,
         sentence_end: bool = True,
+        num_next: int = 8,
     ) -> CharNGramLM:
         r"""Estimates an n-gram model from token sequences (numpy, not jittable).
 
@@ -277,6 +318,8 @@ class CharNGramLM:
             add_k: ``k > 0`` for add-k smoothing.
             discount: ``d`` in ``(0, 1]`` for Kneser–Ney.
             sentence_end: model the end of sentence.
+            num_next: ``M``, the most probable next classes kept per stored
+                context (:meth:`next_tokens`; at most ``num_classes``).
 
         Returns:
             A :class:`CharNGramLM`.
@@ -442,6 +485,15 @@ class CharNGramLM:
             context_tables.append(table)
             probes.append(n)
         unigram = np.maximum(np.where(np.isfinite(unigram), unigram, NEG_INF), NEG_INF)
+        num_next = int(min(max(num_next, 0), num_classes))
+        next_best, next_rest = _next_lists(
+            unigram[:num_classes],
+            entries,
+            contexts,
+            context_tables,
+            order=order,
+            num_next=num_next,
+        )
         return cls(
             unigram=jnp.asarray(unigram, jnp.float32),
             entries=tuple(entry_tables),
@@ -450,13 +502,70 @@ class CharNGramLM:
             num_classes=int(num_classes),
             sentence_end=bool(sentence_end),
             probes=tuple(probes),
+            next_best=next_best,
+            next_rest=next_rest,
+            num_next=num_next if next_best else 0,
         )
+
+
+def _next_lists(unigram, entries, contexts, context_tables, *, order, num_next):
+    """``(next_best, next_rest)`` of :class:`CharNGramLM` (numpy, float64).
+
+    The best ``n`` classes after a stored context ``h`` are the best of its
+    stored entries and of the others in the order of ``h'`` (``h`` without its
+    oldest token; ``p(w | h) = γ(h) p(w | h')`` for them): the best
+    ``n + |entries of h|`` classes after ``h'`` hold them. ``rest`` is the
+    ``(n + 1)``-th value plus a margin for the float32 sums of :meth:`score`.
+    """
+    if num_next == 0:
+        return (), ()
+    num_classes = unigram.shape[0]
+    uni_order = np.argsort(-unigram, kind="stable")
+    children = [defaultdict(dict) for _ in range(order + 1)]
+    for j in range(2, order + 1):
+        for key, value in entries[j].items():
+            if key[-1] < num_classes:  # the sentence end is not a class
+                children[j][key[:-1]][key[-1]] = value
+
+    def best(h, n):
+        """The best ``min(n, K)`` ``(class, log p)`` after ``h``, descending."""
+        if not h:
+            return [(int(w), float(unigram[w])) for w in uni_order[:n]]
+        if h not in contexts[len(h) + 1]:
+            return best(h[1:], n)
+        own = children[len(h) + 1][h]
+        gamma = contexts[len(h) + 1][h][0]
+        lower = best(h[1:], n + len(own))
+        merged = list(own.items()) + [(w, gamma + v) for w, v in lower if w not in own]
+        merged.sort(key=lambda x: -x[1])
+        return merged[:n]
+
+    def lists(h):
+        top = best(h, num_next + 1)
+        tokens = [w for w, _ in top[:num_next]]
+        rest = top[num_next][1] if len(top) > num_next else NEG_INF
+        return tokens, max(rest + 1e-4 * (1.0 + abs(rest)), NEG_INF)
+
+    next_best, next_rest = [], []
+    for table in context_tables:
+        keys = np.asarray(table.keys)
+        tokens = np.zeros((keys.shape[0], num_next), np.int32)
+        rest = np.full((keys.shape[0],), NEG_INF, np.float32)
+        for slot in np.flatnonzero(keys[:, 0] >= 0):
+            t, r = lists(tuple(int(x) for x in keys[slot]))
+            tokens[slot], rest[slot] = t, r
+        next_best.append(jnp.asarray(tokens))
+        next_rest.append(jnp.asarray(rest))
+    t, r = lists(())
+    next_best.append(jnp.asarray(np.array([t], np.int32)))
+    next_rest.append(jnp.asarray(np.array([r], np.float32)))
+    return tuple(next_best), tuple(next_rest)
 
 
 jax.tree_util.register_dataclass(
     CharNGramLM,
-    data_fields=["unigram", "entries", "contexts"],
-    meta_fields=["order", "num_classes", "sentence_end", "probes"],
+    data_fields=["unigram", "entries", "contexts", "next_best", "next_rest"],
+    meta_fields=["order", "num_classes", "sentence_end", "probes", "num_next"],
 )
 
 

@@ -10,6 +10,7 @@ import itertools
 import pathlib
 from collections import Counter, defaultdict
 from typing import NamedTuple
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -18,8 +19,10 @@ import pytest
 from absl.testing import absltest, parameterized
 from oracles import collapse as _collapse
 from oracles import log_softmax as _log_softmax
+from oracles import prefix_beam_search as _prefix_beam_search
 
 import seqctc
+from seqctc import _decode
 
 _CORPUS = [[1, 2], [1, 1], [2], [1, 2, 2, 1], [2, 1, 3]]
 
@@ -203,6 +206,38 @@ class CharNGramLMTest(parameterized.TestCase):
             rtol=1e-6,
         )
 
+    @parameterized.named_parameters(
+        ("kneser_ney_3", "kneser_ney", 3),
+        ("add_k_2", "add_k", 2),
+        ("kn_1", "kneser_ney", 1),
+    )
+    def test_next_tokens_are_the_best_and_bound_the_others(self, smoothing, order):
+        rng = np.random.default_rng(3)
+        corpus = [list(rng.integers(1, 12, rng.integers(1, 9))) for _ in range(40)]
+        lm = seqctc.CharNGramLM.fit(
+            corpus, order=order, num_classes=12, smoothing=smoothing, num_next=4
+        )
+        every = jnp.arange(12, dtype=jnp.int32)
+        row = jax.jit(
+            lambda s: lm.score(jnp.broadcast_to(s, (12, s.shape[0])), every)[1]
+        )
+        contexts = {
+            tuple(c[max(0, i - order + 1) : i])
+            for c in corpus
+            for i in range(len(c) + 1)
+        }
+        contexts |= {tuple(rng.integers(1, 12, order - 1)) for _ in range(10)}
+        for context in sorted(contexts):
+            state = lm.state_of(context)
+            log_p = np.asarray(row(state))
+            best, rest = lm.next_tokens(state)
+            best = np.asarray(best)
+            self.assertLen(set(best.tolist()), 4)
+            others = np.delete(log_p, best)
+            self.assertGreaterEqual(log_p[best].min(), others.max() - 1e-5)
+            self.assertGreaterEqual(float(rest), others.max())  # the bound holds
+            self.assertLess(float(rest), others.max() + 1e-2)  # and is tight
+
     def test_static_misuse(self):
         with pytest.raises(ValueError, match="order"):
             seqctc.CharNGramLM.fit(_CORPUS, order=0, num_classes=4)
@@ -271,6 +306,67 @@ class FusionTest(parameterized.TestCase):
                     tuple(int(x) for x in out.tokens[b, i, :n]), ranked[i][0]
                 )
                 np.testing.assert_allclose(out.scores[b, i], ranked[i][1], rtol=1e-5)
+
+    @parameterized.named_parameters(("default", 8, 48), ("one_class", 1, 2))
+    def test_listed_search_equals_the_reference_search(self, num_fast, num_lead):
+        # K − 1 > 2W: each prefix ranks the frame's best classes, the LM's best
+        # next classes and (the prefix of the highest bound) more of the
+        # frame's; the bound covers the rest. With 1 class first the bound
+        # decides most frames. The reference ranks every class.
+        rng = np.random.default_rng(5)
+        k, width, alpha, beta, gamma = 24, 4, 0.8, 0.3, 1.0
+        corpus = [list(rng.integers(1, 8, rng.integers(2, 9))) for _ in range(30)]
+        lm = seqctc.CharNGramLM.fit(corpus, order=3, num_classes=k, num_next=4)
+        hotwords = ((3, 4, 5), (9, 10))
+        logits = rng.normal(size=(4, 14, k)).astype(np.float32)
+        peak = rng.integers(0, k, (4, 14))
+        logits += 4.0 * np.eye(k, dtype=np.float32)[peak]
+        with mock.patch.multiple(
+            _decode, _NUM_FAST_LISTED=num_fast, _NUM_LEAD=num_lead
+        ):
+            out = jax.jit(
+                lambda x, p, m: seqctc.beam_decode(
+                    x,
+                    p,
+                    beam_width=width,
+                    lm=m,
+                    lm_weight=alpha,
+                    insertion_bonus=beta,
+                    hotwords=hotwords,
+                    hotword_weight=gamma,
+                )
+            )(logits, np.zeros((4, 14), np.float32), lm)
+        every = jnp.arange(k, dtype=jnp.int32)
+        row = jax.jit(lambda s: lm.score(jnp.broadcast_to(s, (k, 2)), every)[1])
+        rows, lm_scores = {}, {(): 0.0}
+
+        def lm_score(prefix):
+            if prefix not in lm_scores:
+                context = prefix[:-1]
+                if context not in rows:
+                    rows[context] = np.asarray(row(lm.state_of(context)), np.float64)
+                lm_scores[prefix] = lm_score(context) + rows[context][prefix[-1]]
+            return lm_scores[prefix]
+
+        def prefix_score(prefix):
+            return (
+                alpha * lm_score(prefix)
+                + beta * len(prefix)
+                + gamma * _hotword_count(prefix, hotwords)
+            )
+
+        def final_score(prefix):
+            return alpha * float(lm.final_score(lm.state_of(prefix)))
+
+        for b in range(4):
+            hyps, gap = _prefix_beam_search(
+                _log_softmax(logits[b]), 0, width, prefix_score, final_score
+            )
+            if gap < 1e-3:  # a near-tie at a cut: either order is right
+                continue
+            n = int(out.lengths[b, 0])
+            self.assertEqual(tuple(int(x) for x in out.tokens[b, 0, :n]), hyps[0][0])
+            np.testing.assert_allclose(out.scores[b, 0], hyps[0][1], rtol=1e-5)
 
     def test_zero_weight_is_pure_ctc(self):
         rng = np.random.default_rng(1)
