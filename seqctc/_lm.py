@@ -24,7 +24,11 @@ class LanguageModel(Protocol):
     Optional: ``max_score(state) -> Array``, an upper bound of
     ``log p(c | prefix)`` over every token ``c``. With it a fused search ranks
     only a few classes per frame and stays exact (see
-    :func:`seqctc.beam_decode`); without it, every class is ranked. An
+    :func:`seqctc.beam_decode`); without it, every class is ranked. Also
+    optional: a static ``num_next = M`` and ``next_tokens(state) -> (classes
+    [M], rest)``, the ``M`` most probable next classes and an upper bound of
+    ``log p`` of every other class; each prefix then ranks its ``M`` classes
+    and the bound on the others uses ``rest`` (see :class:`CharNGramLM`). An
     attribute ``num_classes`` is checked against the logits.
     """
 

@@ -307,19 +307,26 @@ class FusionTest(parameterized.TestCase):
                 )
                 np.testing.assert_allclose(out.scores[b, i], ranked[i][1], rtol=1e-5)
 
-    @parameterized.named_parameters(("default", 8, 48), ("one_class", 1, 2))
-    def test_listed_search_equals_the_reference_search(self, num_fast, num_lead):
+    @parameterized.named_parameters(
+        ("default", 8, 48, 24, 4),
+        ("one_class", 1, 2, 24, 4),
+        # K > 1,024 and B > 8: a frame that few utterances fail re-ranks those.
+        ("few_rows", 4, 16, 1100, 10),
+    )
+    def test_listed_search_equals_the_reference_search(
+        self, num_fast, num_lead, k, batch
+    ):
         # K − 1 > 2W: each prefix ranks the frame's best classes, the LM's best
         # next classes and (the prefix of the highest bound) more of the
         # frame's; the bound covers the rest. With 1 class first the bound
         # decides most frames. The reference ranks every class.
         rng = np.random.default_rng(5)
-        k, width, alpha, beta, gamma = 24, 4, 0.8, 0.3, 1.0
+        width, alpha, beta, gamma = 4, 0.8, 0.3, 1.0
         corpus = [list(rng.integers(1, 8, rng.integers(2, 9))) for _ in range(30)]
         lm = seqctc.CharNGramLM.fit(corpus, order=3, num_classes=k, num_next=4)
         hotwords = ((3, 4, 5), (9, 10))
-        logits = rng.normal(size=(4, 14, k)).astype(np.float32)
-        peak = rng.integers(0, k, (4, 14))
+        logits = rng.normal(size=(batch, 14, k)).astype(np.float32)
+        peak = rng.integers(0, 12, (batch, 14))
         logits += 4.0 * np.eye(k, dtype=np.float32)[peak]
         with mock.patch.multiple(
             _decode, _NUM_FAST_LISTED=num_fast, _NUM_LEAD=num_lead
@@ -335,7 +342,7 @@ class FusionTest(parameterized.TestCase):
                     hotwords=hotwords,
                     hotword_weight=gamma,
                 )
-            )(logits, np.zeros((4, 14), np.float32), lm)
+            )(logits, np.zeros((batch, 14), np.float32), lm)
         every = jnp.arange(k, dtype=jnp.int32)
         row = jax.jit(lambda s: lm.score(jnp.broadcast_to(s, (k, 2)), every)[1])
         rows, lm_scores = {}, {(): 0.0}
@@ -358,7 +365,7 @@ class FusionTest(parameterized.TestCase):
         def final_score(prefix):
             return alpha * float(lm.final_score(lm.state_of(prefix)))
 
-        for b in range(4):
+        for b in range(batch):
             hyps, gap = _prefix_beam_search(
                 _log_softmax(logits[b]), 0, width, prefix_score, final_score
             )
