@@ -279,6 +279,7 @@ SHARDED_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.long
 def test_sharded_step_equals_single_device_step():
     script = SHARDED_SCRIPT.format(flags=[*TINY_FLAGS, "--out=unused"])
     env = child_env("--xla_force_host_platform_device_count=4")
