@@ -1122,8 +1122,10 @@ def beam_decode(
     contributes at most ``W`` survivors and at most ``W`` of its extensions are
     set aside by merging or by the repeat rule). A frame first ranks only the stays
     and the extensions of every prefix by the frame's 8 most probable classes (48
-    with an ``lm`` at ``K > 1024``; every class with an ``lm`` when ``2W`` cover
-    them, as the re-ranking would); when a bound (an extension left out scores at
+    with an ``lm`` at ``K > 1024`` that neither pins tokens nor lists its next
+    classes; every class with an ``lm`` when ``2W`` cover them, as the re-ranking
+    would), plus the fusion's pinned tokens and the LM's listed next classes of
+    each prefix; when a bound (an extension left out scores at
     most the prefix's total times the next class's probability, times the largest
     fused increment with fusion) cannot prove that this keeps the same beams, the
     frame is ranked again over the ``2W`` best classes of the full row (only for the
