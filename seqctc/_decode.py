@@ -104,18 +104,18 @@ def _map_valid_frames(
     num_chunks = -(-rows // chunk)
     flat = logits.reshape(rows, num_classes)  # [R, K], no copy
     flat_valid = valid.reshape(rows)
-    # Valid frames first, in order; the tail of the last chunk reads padding.
+    # Valid frames first, in order.
     order = jnp.argsort(~flat_valid, stable=True).astype(jnp.int32)  # [R]
-    order = jnp.pad(order, (0, num_chunks * chunk - rows))
     num_valid = jnp.sum(flat_valid, dtype=jnp.int32)
     out = jax.tree.map(lambda x: expand(x, num_chunks * chunk), fill)
 
     def body(i, out):
         start = i * chunk
-        idx = lax.dynamic_slice_in_dim(order, start, chunk)  # [C]
-        keep = start + jnp.arange(chunk, dtype=jnp.int32) < num_valid
-        x = jnp.take(flat, idx, axis=0).astype(dtype)  # [C, K]
-        x = jnp.where(keep[:, None], x, jnp.zeros((), dtype))
+        # The tail of the last chunk reads the last valid frame again (its
+        # outputs land past num_valid): a plain gather, no mask over [C, K].
+        pos = jnp.minimum(start + jnp.arange(chunk, dtype=jnp.int32), num_valid - 1)
+        idx = order[pos]  # [C]
+        x = flat.at[idx].get(mode="promise_in_bounds").astype(dtype)
         return jax.tree.map(
             lambda o, r: lax.dynamic_update_slice_in_dim(
                 o, r.astype(o.dtype), start, 0
@@ -125,6 +125,12 @@ def _map_valid_frames(
         )
 
     out = lax.fori_loop(0, -(-num_valid // chunk), body, out)
+    done = jnp.arange(num_chunks * chunk) < num_valid
+    out = jax.tree.map(
+        lambda o, f: jnp.where(done.reshape((-1,) + (1,) * (o.ndim - 1)), o, f),
+        out,
+        fill,
+    )
     # Back to frame order: frame r sits at position inverse[r].
     inverse = (
         jnp.zeros((rows,), jnp.int32)
@@ -550,14 +556,18 @@ def _stay(cfg: _SearchConfig, beams: _Beams, frame: _Frame) -> _Stay:
     back_b = _encode(-1, slots, (beams.best_nb > beams.best_b).astype(jnp.int32), width)
 
     # A prefix whose parent is also in the beam collects the parent's extension.
+    # Each prefix has at most one parent; its slot is a max-reduction, which
+    # XLA:CPU runs several times faster than an any-and-argmax pair.
     child = (
         alive[:, None]
         & alive[None, :]
         & (beams.length[:, None] == beams.length[None, :] + 1)
-        & jnp.all(beams.parent[:, None, :] == beams.hashes[None, :, :], axis=-1)
+        & (beams.parent[:, None, 0] == beams.hashes[None, :, 0])
+        & (beams.parent[:, None, 1] == beams.hashes[None, :, 1])
     )  # [W (child), W (parent)]
-    has_parent = jnp.any(child, axis=1)
-    par = jnp.argmax(child, axis=1).astype(jnp.int32)
+    parent_slot = jnp.max(jnp.where(child, slots[None, :], -1), axis=1)
+    has_parent = parent_slot >= 0
+    par = jnp.maximum(parent_slot, 0)
     same = beams.last[par] == beams.last  # a repeat extends the parent's p_b only
     merge_pnb = jnp.where(same, beams.p_b[par], total[par]) + ext_last
     from_nb = ~same & (beams.best_nb[par] > beams.best_b[par])
@@ -574,7 +584,7 @@ def _stay(cfg: _SearchConfig, beams: _Beams, frame: _Frame) -> _Stay:
         alive=alive,
         total=total,
         score=jnp.logaddexp(p_b, p_nb) + beams.bonus,
-        parent_slot=jnp.where(has_parent, par, -1),
+        parent_slot=parent_slot,
         p_b=p_b,
         p_nb=p_nb,
         best_b=best_b,
