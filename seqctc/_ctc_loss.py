@@ -193,15 +193,45 @@ def alpha_pass(prep: Prepared, shares: bool):
     num_chunks = -(-max_frames // chunk)
     chunk = -(-max_frames // num_chunks)  # fewest frames past the end
     offsets = jnp.arange(chunk, dtype=jnp.int32)
+    if shares:
+        return alpha_shares_chunks(prep, offsets, num_chunks)
 
     def body(alpha, first):
         return alpha_scan(lat, alpha, emissions(prep, first + offsets), shares)
 
     starts = chunk * jnp.arange(num_chunks, dtype=jnp.int32)
-    alpha, out = lax.scan(body, lat.alpha0, starts)
-    if shares:
-        out = tuple(w.reshape(num_chunks * chunk, size) for w in out)
-    return alpha, out
+    alpha, _ = lax.scan(body, lat.alpha0, starts)
+    return alpha, None
+
+
+def alpha_shares_chunks(prep: Prepared, offsets: Array, num_chunks: int):
+    """:func:`alpha_pass` with shares, over ``num_chunks`` chunks of frames.
+
+    Each frame's shares are written straight into the tables of every frame:
+    a scan would stack each chunk's shares and then copy them into the tables.
+    """
+    lat = prep.lat
+    chunk = offsets.shape[0]
+    shape = (num_chunks * chunk, prep.graph.states.size)
+
+    def chunk_body(c, carry):
+        first = c * chunk
+        emit = emissions(prep, first + offsets)  # [C, B * S]
+
+        def frame(i, carry):
+            alpha, w1s, w2s = carry
+            alpha, (w1, w2) = lax.optimization_barrier(
+                alpha_shares_step(alpha, emit[i], lat.enter1, lat.skip)
+            )
+            w1s = lax.dynamic_update_index_in_dim(w1s, w1, first + i, 0)
+            w2s = lax.dynamic_update_index_in_dim(w2s, w2, first + i, 0)
+            return alpha, w1s, w2s
+
+        return lax.fori_loop(0, chunk, frame, carry)
+
+    tables = (jnp.zeros(shape, lat.alpha0.dtype), jnp.zeros(shape, lat.alpha0.dtype))
+    alpha, *out = lax.fori_loop(0, num_chunks, chunk_body, (lat.alpha0, *tables))
+    return alpha, tuple(out)
 
 
 def gammas(gamma_last: Array, shares) -> Array:
