@@ -287,10 +287,13 @@ def minus_class_sums(
     if num_classes > _SCATTER_CLASSES:
         # Many classes: scatter the few label posteriors of each frame instead
         # of a matmul with a [B, N, K] one-hot table.
+        # The blanks are subtracted first, elementwise, so that the scatter is
+        # the last write and updates the gradient in place.
+        is_blank = jnp.arange(num_classes) == blank_id
+        grad = grad - jnp.where(is_blank, blanks[:, :, None], 0)
         rows = jnp.arange(batch)[:, None, None]
         frames = jnp.arange(max_frames)[None, :, None]
-        grad = grad.at[rows, frames, labels[:, None, :]].add(-per_label)
-        return grad.at[:, :, blank_id].add(-blanks)
+        return grad.at[rows, frames, labels[:, None, :]].add(-per_label)
     one_hot = jax.nn.one_hot(labels, num_classes, dtype=gamma.dtype)  # [B, N, K]
     if labels.shape[1] * num_classes <= _FUSED_SUM_SIZE:
         # Small label x class products: one fused multiply-and-reduce beats
@@ -315,6 +318,9 @@ def gradient(prep: Prepared, gamma_last: Array, shares, possible: Array) -> Arra
         log_p = (x - norm.shift[:, :, None]) - norm.log_sum[:, :, None]
     counted = (valid & possible[:, None])[:, :, None]
     softmax = jnp.where(counted, jnp.exp(log_p), 0)
+    # NaN rows are set here, before the class sums: a pass over the gradient
+    # after them would need a second [B, T, K] buffer.
+    softmax = jnp.where(prep.frozen[:, None, None], jnp.nan, softmax)
     return minus_class_sums(softmax, gamma, graph, prep.blank_id)
 
 
@@ -396,5 +402,4 @@ def nll_and_gradient(logits, logit_paddings, labels, label_paddings, blank_id):
     log_p = log_likelihood(prep.graph, alpha)
     loss, possible = finish(prep, log_p)
     gamma_last = final_gamma(prep.graph, alpha, log_p, possible)
-    grad = gradient(prep, gamma_last, shares, possible)
-    return loss, jnp.where(prep.frozen[:, None, None], jnp.nan, grad)
+    return loss, gradient(prep, gamma_last, shares, possible)

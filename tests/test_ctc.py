@@ -644,6 +644,31 @@ class BadValuesTest(chex.TestCase):
         np.testing.assert_allclose(loss[~bad], want[~bad], rtol=1e-5)
         np.testing.assert_allclose(grad[~bad], want_grad[~bad], rtol=1e-4, atol=2e-6)
 
+    @parameterized.named_parameters(("default", {}), ("wide_paths", _WIDE_PATHS))
+    def test_bad_rows_have_nan_gradients(self, patches):
+        # The NaN rows are set before the class sums (the scatter of the wide
+        # paths then writes the gradient in place): every entry of a bad row
+        # is NaN, the other rows equal torch.
+        logits, lp, labels, lap, _ = _tiny_batch(0, seed=12)
+        lp = _paddings([5, 4, 5, 4, 5, 3, 5, 5], 5)
+        lap = _paddings([2, 2, 3, 2, 2, 1, 2, 1], 3)
+        labels = np.array([[1, 2, 0], [2, 2, 0], [2, 1, 1]] * 3, np.int32)[:8]
+        _, want_grad = _torch_loss(logits, lp, labels, lap, reduction="none")
+        bad = np.array([False, True, True, False, True, True, False, True])
+        logits[1, 3, 2] = np.nan  # NaN in a valid frame
+        labels[2, 2] = 0  # label equal to the blank
+        labels[4, 1] = 3  # label out of range
+        labels[5, 0] = -1  # negative label
+        labels[7, 0] = 0  # label equal to the blank in a single-label row
+        with contextlib.ExitStack() as stack:
+            for name, value in patches.items():
+                stack.enter_context(mock.patch.object(_ctc_loss, name, value))
+            grad = jax.jit(
+                jax.grad(lambda x: seqctc.ctc_loss(x, lp, labels, lap).sum())
+            )(logits)
+        self.assertTrue(np.isnan(grad[bad]).all())
+        np.testing.assert_allclose(grad[~bad], want_grad[~bad], rtol=1e-4, atol=2e-6)
+
     def test_check_inputs_names_row_and_reason(self):
         logits = np.zeros((4, 3, 4), np.float32)
         lp = np.zeros((4, 3), np.float32)
