@@ -43,9 +43,12 @@ class Fusion(NamedTuple):
     lm: LanguageModel | None
     lm_weight: Array  # α
     insertion_bonus: Array  # β
-    hot_trans: Array | None  # [H, L + 1, K] int32 KMP transitions
+    # [H, L + 1, U + 1] int32 KMP transitions on the U distinct hotword tokens
+    # and, in the last column, on any other token (which resets every match).
+    hot_trans: Array | None
     hot_lengths: Array | None  # [H] int32
     hot_tokens: Array | None  # [U] int32 distinct tokens of the hotwords
+    hot_index: Array | None  # [K] int32 column of each class in hot_trans
     hotword_weight: Array  # γ
     # [P] int32 tokens every frame ranks: the hotword tokens and the LM's
     # ``pinned_tokens`` (None if neither).
@@ -65,8 +68,9 @@ class Fusion(NamedTuple):
         h_idx = jnp.broadcast_to(
             jnp.arange(state.shape[-1], dtype=jnp.int32), state.shape
         )
+        column = self.hot_index[token]
         nxt = self.hot_trans[
-            h_idx, state, jnp.broadcast_to(token[..., None], state.shape)
+            h_idx, state, jnp.broadcast_to(column[..., None], state.shape)
         ]
         lengths = jnp.broadcast_to(self.hot_lengths, nxt.shape)
         done = nxt == lengths
@@ -203,11 +207,23 @@ def make_fusion(
         # the insertion bonus counts words (as pyctcdecode's) and not tokens.
         lm = lm.with_weights(lm_weight, insertion_bonus)
         lm_weight, insertion_bonus = 1.0, 0.0
-    hot_trans = hot_lengths = hot_tokens = None
+    hot_trans = hot_lengths = hot_tokens = hot_index = None
     pinned = set(getattr(lm, "pinned_tokens", ()) if lm is not None else ())
     if hotwords is not None and len(hotwords) > 0:
-        hot_trans, hot_lengths = hotword_automaton(hotwords, num_classes, blank_id)
+        trans, lengths = hotword_automaton(hotwords, num_classes, blank_id)
+        hot_lengths = jnp.asarray(lengths)
         tokens = sorted({int(x) for word in hotwords for x in word})
+        # Only the hotword tokens' columns differ from 0 (a token outside a
+        # hotword resets its match): keep those and one column of zeros, so
+        # the per-candidate lookup reads a table of a few hundred entries.
+        others = np.delete(trans, tokens, axis=2)
+        assert not others.any()
+        hot_trans = jnp.asarray(
+            np.concatenate([trans[:, :, tokens], np.zeros_like(trans[:, :, :1])], 2)
+        )
+        index = np.full((num_classes,), len(tokens), np.int32)
+        index[tokens] = np.arange(len(tokens), dtype=np.int32)
+        hot_index = jnp.asarray(index)
         hot_tokens = jnp.asarray(np.array(tokens, np.int32))
         pinned |= set(tokens)
     pinned.discard(blank_id)
@@ -218,6 +234,7 @@ def make_fusion(
         hot_trans=hot_trans,
         hot_lengths=hot_lengths,
         hot_tokens=hot_tokens,
+        hot_index=hot_index,
         hotword_weight=jnp.asarray(hotword_weight, dtype),
         pinned=jnp.asarray(np.array(sorted(pinned), np.int32)) if pinned else None,
     )

@@ -616,4 +616,4 @@ def hotword_automaton(
                 if m > 0:
                     fail = trans[h, fail, word[m]]
     lengths = np.array([len(w) for w in words], np.int32)
-    return jnp.asarray(trans), jnp.asarray(lengths)
+    return trans, lengths
