@@ -114,6 +114,11 @@ class WordNGramLM:
         node_bound: ``[nodes]`` float32 look-ahead score of each node.
         child_bound: ``[nodes]`` float32 largest look-ahead of a node's
             children (``NEG_INF`` for a leaf), for :meth:`max_score`.
+        next_lookahead: ``[nodes, C]`` float32 look-ahead of the node one
+            character spells from each node (the ``<unk>`` score off the trie,
+            ``NEG_INF`` there with a restricting lexicon): a one-character
+            token is scored with one lookup, and the beam search scores every
+            candidate token so before it keeps a few.
         token_chars: ``[K, L]`` int32 trie characters of each token (−1 pad,
             −2 for a character no known word has).
         token_kind: ``[K]`` int32 what each token does (ignore, spell, end a
@@ -140,6 +145,7 @@ class WordNGramLM:
     node_word: Array
     node_bound: Array
     child_bound: Array
+    next_lookahead: Array
     token_chars: Array
     token_kind: Array
     oov_penalty: Array
@@ -297,11 +303,24 @@ class WordNGramLM:
         node = jnp.where(ignore, state.node, node)
         completes = ((kind == _DELIMIT) | (kind == _START)) & pending
         partial = jnp.where(node == _ROOT, 0.0, self._lookahead(node))
+        off = node == _OFF_TRIE
+        if self.token_chars.shape[1] == 1:
+            # The same score from one lookup, without the node spelled: where
+            # only the score is used (every candidate token), the trie walk
+            # above is left out of the computation.
+            c = chars[0]
+            start = jnp.where(kind == _START, _ROOT, state.node)
+            unknown = (start < 0) | (c == _UNKNOWN_CHAR)
+            ahead = self.next_lookahead[jnp.maximum(start, 0), jnp.maximum(c, 0)]
+            partial = jnp.where(
+                c == _PAD_CHAR, 0.0, jnp.where(unknown, self._lookahead(-1), ahead)
+            )
+            off = (c != _PAD_CHAR) & (unknown | (ahead <= NEG_INF / 2))
+            if not self.restrict:
+                off = jnp.zeros((), bool)
         partial = jnp.where(ignore, state.partial, partial)
         log_prob = jnp.where(completes, word_lp, 0.0) + partial - state.partial
-        dead = jnp.asarray(self.restrict) & (
-            (completes & word_dead) | (node == _OFF_TRIE)
-        )
+        dead = jnp.asarray(self.restrict) & ((completes & word_dead) | off)
         context = jnp.where(completes, word_ctx, state.context)
         node = node.astype(jnp.int32)
         # Scored here once per new prefix, not once per extension tried.
@@ -576,6 +595,14 @@ class WordNGramLM:
             node_word=jnp.asarray(node_word),
             node_bound=jnp.asarray(bound, jnp.float32),
             child_bound=jnp.asarray(child_bound, jnp.float32),
+            next_lookahead=jnp.asarray(
+                np.where(
+                    trie_next >= 0,
+                    bound[np.maximum(trie_next, 0)],
+                    NEG_INF if lexicon is not None else unk_score,
+                ),
+                jnp.float32,
+            ),
             token_chars=jnp.asarray(token_chars),
             token_kind=jnp.asarray(kinds),
             oov_penalty=jnp.asarray(oov_penalty, jnp.float32),
@@ -604,6 +631,7 @@ jax.tree_util.register_dataclass(
         "node_word",
         "node_bound",
         "child_bound",
+        "next_lookahead",
         "token_chars",
         "token_kind",
         "oov_penalty",
