@@ -211,6 +211,17 @@ def _slices(x: Array) -> list[Array]:
     return out
 
 
+def _top_k(x: Array, k: int) -> tuple[Array, Array]:
+    """``lax.top_k`` behind an optimization barrier.
+
+    XLA:CPU runs a top-k as its TopK kernel only when it sees a sort whose
+    outputs are sliced once to the first ``k``; slices of the result taken
+    later (the last entry, all but the last) merge into that slice and leave
+    a full sort of the row, 10-20x slower.
+    """
+    return lax.optimization_barrier(lax.top_k(x, k))
+
+
 def _top_classes(
     x: Array, count: int, *, exclude: int | None = None
 ) -> tuple[Array, Array, Array]:
@@ -233,7 +244,7 @@ def _top_classes(
     if num_classes <= 4 * lanes or count > lanes // 4:
         if exclude is not None:
             x = x.at[:, exclude].set(-jnp.inf)
-        values, classes = lax.top_k(x, count)
+        values, classes = _top_k(x, count)
         return values, classes.astype(jnp.int32), values[:, 0]
     slices = _slices(x)
     if exclude is not None:
@@ -250,7 +261,7 @@ def _top_classes(
     inside = (cand < num_classes) & (cand != (-1 if exclude is None else exclude))
     values = jnp.take_along_axis(x, jnp.minimum(cand, num_classes - 1), axis=-1)
     values = jnp.where(inside, values, -jnp.inf)
-    values, pos = lax.top_k(values, count)
+    values, pos = _top_k(values, count)
     return values, jnp.take_along_axis(cand, pos, axis=-1), values[:, 0]
 
 
@@ -907,7 +918,7 @@ def _search_frame(
             if count >= cfg.num_allowed or (not cfg.fused and len(counts) == 1):
                 values, classes, _ = _top_classes(row.lp, count)
                 return rank(beams, st, classes, values)
-            values, classes, _ = _top_classes(row.lp, count + 1)
+            values, classes, _ = _top_classes(row.lp, count)
             ranked, ranked_lp = classes[:, :-1], values[:, :-1]
             if pinned_ranked:  # as in tier 1, so the same tight bound holds
                 pinned = jnp.broadcast_to(fusion.pinned, (ranked.shape[0], num_pinned))

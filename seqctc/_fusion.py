@@ -21,6 +21,10 @@ from seqctc._types import Array, ArrayLike
 from seqctc._wordlm import WordNGramLM
 
 
+# Up to this many hotwords, each is matched with its own lookup.
+_UNROLLED_HOTWORDS = 8
+
+
 class FusionState(NamedTuple):
     """Per-prefix fusion state; every leaf has the prefixes as leading axes."""
 
@@ -65,10 +69,26 @@ class Fusion(NamedTuple):
 
     def _hot_step(self, state: Array, token: Array) -> tuple[Array, Array]:
         """``(new hotword state [..., H], gain in matched tokens [...])``."""
-        h_idx = jnp.broadcast_to(
-            jnp.arange(state.shape[-1], dtype=jnp.int32), state.shape
-        )
+        num_hot = state.shape[-1]
         column = self.hot_index[token]
+        if num_hot <= _UNROLLED_HOTWORDS:
+            # One lookup per hotword and elementwise maxima and sums: a
+            # reduction over a minor axis of a few entries is slow on CPU.
+            completed = jnp.zeros(column.shape, jnp.int32)
+            best = jnp.zeros(column.shape, jnp.int32)
+            before = jnp.zeros(column.shape, jnp.int32)
+            matched = []
+            for h in range(num_hot):
+                n = self.hot_trans[h, state[..., h], column]
+                done = n == self.hot_lengths[h]
+                completed = completed + jnp.where(done, self.hot_lengths[h], 0)
+                n = jnp.where(done, 0, n)
+                best = jnp.maximum(best, n)
+                before = jnp.maximum(before, state[..., h])
+                matched.append(n)
+            nxt = jnp.stack(matched, axis=-1) if matched else state
+            return nxt, completed + best - before
+        h_idx = jnp.broadcast_to(jnp.arange(num_hot, dtype=jnp.int32), state.shape)
         nxt = self.hot_trans[
             h_idx, state, jnp.broadcast_to(column[..., None], state.shape)
         ]
