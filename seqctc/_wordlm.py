@@ -115,10 +115,9 @@ class WordNGramLM:
         child_bound: ``[nodes]`` float32 largest look-ahead of a node's
             children (``NEG_INF`` for a leaf), for :meth:`max_score`.
         next_lookahead: ``[nodes, C]`` float32 look-ahead of the node one
-            character spells from each node (the ``<unk>`` score off the trie,
-            ``NEG_INF`` there with a restricting lexicon): a one-character
-            token is scored with one lookup, and the beam search scores every
-            candidate token so before it keeps a few.
+            character spells from each node, ``NEG_INF`` where it leaves the
+            trie: a one-character token is scored with one lookup, and the
+            beam search scores every candidate token so before it keeps a few.
         token_chars: ``[K, L]`` int32 trie characters of each token (−1 pad,
             −2 for a character no known word has).
         token_kind: ``[K]`` int32 what each token does (ignore, spell, end a
@@ -312,12 +311,12 @@ class WordNGramLM:
             start = jnp.where(kind == _START, _ROOT, state.node)
             unknown = (start < 0) | (c == _UNKNOWN_CHAR)
             ahead = self.next_lookahead[jnp.maximum(start, 0), jnp.maximum(c, 0)]
-            partial = jnp.where(
-                c == _PAD_CHAR, 0.0, jnp.where(unknown, self._lookahead(-1), ahead)
-            )
             off = (c != _PAD_CHAR) & (unknown | (ahead <= NEG_INF / 2))
-            if not self.restrict:
-                off = jnp.zeros((), bool)
+            partial = jnp.where(
+                c == _PAD_CHAR,
+                0.0,
+                jnp.where(off, self._lookahead(jnp.asarray(_OFF_TRIE)), ahead),
+            )
         partial = jnp.where(ignore, state.partial, partial)
         log_prob = jnp.where(completes, word_lp, 0.0) + partial - state.partial
         dead = jnp.asarray(self.restrict) & ((completes & word_dead) | off)
@@ -596,11 +595,7 @@ class WordNGramLM:
             node_bound=jnp.asarray(bound, jnp.float32),
             child_bound=jnp.asarray(child_bound, jnp.float32),
             next_lookahead=jnp.asarray(
-                np.where(
-                    trie_next >= 0,
-                    bound[np.maximum(trie_next, 0)],
-                    NEG_INF if lexicon is not None else unk_score,
-                ),
+                np.where(trie_next >= 0, bound[np.maximum(trie_next, 0)], NEG_INF),
                 jnp.float32,
             ),
             token_chars=jnp.asarray(token_chars),
