@@ -7,9 +7,8 @@ executed and must not raise (the blocks hold their own ``assert``s against
 brute force, numpy, optax or torch). Code that must not run is written as
 ``{code-block} python`` instead.
 
-The pages run in two child processes (one per half of the pages, so that
-``pytest -n 2`` runs them side by side), each with one JAX start-up and one
-compilation cache, with the strict promotion rules of ``conftest.py`` and XLA's backend
+All pages run in one child process (one JAX start-up, one compilation cache),
+with the strict promotion rules of ``conftest.py`` and XLA's backend
 optimisations off: the arrays on the pages are tiny, so compiling dominates, and
 the flags change compile time, not results. A page that uses a
 ``seqctc.<name>`` the package does not export fails with the names.
@@ -106,26 +105,16 @@ def run_page(page: pathlib.Path) -> tuple[str, str]:
     return "passed", name
 
 
-# The pages are split into this many groups, each run by one test.
-NUM_GROUPS = 2
-
-
-def group(index: int) -> list[pathlib.Path]:
-    """Every ``NUM_GROUPS``-th page from ``index``: the groups hold pages of
-    alternating size (pages are sorted by path), which balances them."""
-    return pages()[index::NUM_GROUPS]
-
-
-def _child_main(index: int) -> None:
+def _child_main() -> None:
     import jax
 
     jax.config.update("jax_numpy_rank_promotion", "raise")
     jax.config.update("jax_numpy_dtype_promotion", "strict")
-    results = {str(p.relative_to(ROOT)): run_page(p) for p in group(index)}
+    results = {str(p.relative_to(ROOT)): run_page(p) for p in pages()}
     sys.stdout.write("\n@@RESULTS@@" + json.dumps(results))
 
 
-def _run_child(index: int, xla_flags: str | None) -> subprocess.CompletedProcess:
+def _run_child(xla_flags: str | None) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
     if xla_flags:
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {xla_flags}".strip()
@@ -133,7 +122,7 @@ def _run_child(index: int, xla_flags: str | None) -> subprocess.CompletedProcess
         [str(ROOT / "tests"), str(ROOT), env.get("PYTHONPATH", "")]
     )
     return subprocess.run(
-        [sys.executable, "-c", f"import test_docs; test_docs._child_main({index})"],
+        [sys.executable, "-c", "import test_docs; test_docs._child_main()"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -142,18 +131,11 @@ def _run_child(index: int, xla_flags: str | None) -> subprocess.CompletedProcess
     )
 
 
-def test_page_groups_cover_every_page():
-    grouped = [p for index in range(NUM_GROUPS) for p in group(index)]
-    assert sorted(grouped) == sorted(pages())
-    assert all(group(index) for index in range(NUM_GROUPS))
-
-
 @pytest.mark.long
-@pytest.mark.parametrize("index", range(NUM_GROUPS))
-def test_docs_code_runs(index):
-    child = _run_child(index, XLA_FAST_COMPILE)
+def test_docs_code_runs():
+    child = _run_child(XLA_FAST_COMPILE)
     if "@@RESULTS@@" not in child.stdout and "Unknown flag" in child.stderr:
-        child = _run_child(index, None)  # an XLA without these flags
+        child = _run_child(None)  # an XLA without these flags: compile normally
     assert "@@RESULTS@@" in child.stdout, child.stderr[-5000:]
     results = json.loads(child.stdout.split("@@RESULTS@@")[-1])
     assert results, "no documentation page with code was found"
