@@ -618,22 +618,30 @@ class RobustnessTest(chex.TestCase):
 # Bad values and misuse.
 
 
+def _bad_batch():
+    """Eight rows, five of them bad, and torch's losses and gradients of the
+    batch before it was spoiled: ``(logits, lp, labels, lap, bad, want,
+    want_grad)``. The shapes of _tiny_batch, so eager mode reuses compiled
+    primitives."""
+    logits, lp, labels, lap, _ = _tiny_batch(0, seed=12)
+    lp = _paddings([5, 4, 5, 4, 5, 3, 5, 5], 5)
+    lap = _paddings([2, 2, 3, 2, 2, 1, 2, 1], 3)
+    labels = np.array([[1, 2, 0], [2, 2, 0], [2, 1, 1]] * 3, np.int32)[:8]
+    want, want_grad = _torch_loss(logits, lp, labels, lap, reduction="none")
+    bad = np.array([False, True, True, False, True, True, False, True])
+    logits[1, 3, 2] = np.nan  # NaN in a valid frame
+    labels[2, 2] = 0  # label equal to the blank
+    labels[4, 1] = 3  # label out of range
+    labels[5, 0] = -1  # negative label
+    labels[7, 0] = 0  # label equal to the blank in a single-label row
+    logits[3, 4, 1] = np.nan  # NaN in a padded frame of a good row
+    return logits, lp, labels, lap, bad, want, want_grad
+
+
 class BadValuesTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     def test_bad_rows_are_nan_and_others_unaffected(self):
-        # The shapes of _tiny_batch, so eager mode reuses compiled primitives.
-        logits, lp, labels, lap, _ = _tiny_batch(0, seed=12)
-        lp = _paddings([5, 4, 5, 4, 5, 3, 5, 5], 5)
-        lap = _paddings([2, 2, 3, 2, 2, 1, 2, 1], 3)
-        labels = np.array([[1, 2, 0], [2, 2, 0], [2, 1, 1]] * 3, np.int32)[:8]
-        want, want_grad = _torch_loss(logits, lp, labels, lap, reduction="none")
-        bad = np.array([False, True, True, False, True, True, False, True])
-        logits[1, 3, 2] = np.nan  # NaN in a valid frame
-        labels[2, 2] = 0  # label equal to the blank
-        labels[4, 1] = 3  # label out of range
-        labels[5, 0] = -1  # negative label
-        labels[7, 0] = 0  # label equal to the blank in a single-label row
-        logits[3, 4, 1] = np.nan  # NaN in a padded frame of a good row
+        logits, lp, labels, lap, bad, want, want_grad = _bad_batch()
         loss, grad = self.variant(
             lambda x: (
                 seqctc.ctc_loss(x, lp, labels, lap),
@@ -649,17 +657,7 @@ class BadValuesTest(chex.TestCase):
         # The NaN rows are set before the class sums (the scatter of the wide
         # paths then writes the gradient in place): every entry of a bad row
         # is NaN, the other rows equal torch.
-        logits, lp, labels, lap, _ = _tiny_batch(0, seed=12)
-        lp = _paddings([5, 4, 5, 4, 5, 3, 5, 5], 5)
-        lap = _paddings([2, 2, 3, 2, 2, 1, 2, 1], 3)
-        labels = np.array([[1, 2, 0], [2, 2, 0], [2, 1, 1]] * 3, np.int32)[:8]
-        _, want_grad = _torch_loss(logits, lp, labels, lap, reduction="none")
-        bad = np.array([False, True, True, False, True, True, False, True])
-        logits[1, 3, 2] = np.nan  # NaN in a valid frame
-        labels[2, 2] = 0  # label equal to the blank
-        labels[4, 1] = 3  # label out of range
-        labels[5, 0] = -1  # negative label
-        labels[7, 0] = 0  # label equal to the blank in a single-label row
+        logits, lp, labels, lap, bad, _, want_grad = _bad_batch()
         with contextlib.ExitStack() as stack:
             for name, value in patches.items():
                 stack.enter_context(mock.patch.object(_ctc_loss, name, value))
