@@ -918,7 +918,7 @@ def _search_frame(
             if count >= cfg.num_allowed or (not cfg.fused and len(counts) == 1):
                 values, classes, _ = _top_classes(row.lp, count)
                 return rank(beams, st, classes, values)
-            values, classes, _ = _top_classes(row.lp, count)
+            values, classes, _ = _top_classes(row.lp, count + 1)
             ranked, ranked_lp = classes[:, :-1], values[:, :-1]
             if pinned_ranked:  # as in tier 1, so the same tight bound holds
                 pinned = jnp.broadcast_to(fusion.pinned, (ranked.shape[0], num_pinned))

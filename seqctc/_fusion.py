@@ -86,7 +86,7 @@ class Fusion(NamedTuple):
                 best = jnp.maximum(best, n)
                 before = jnp.maximum(before, state[..., h])
                 matched.append(n)
-            nxt = jnp.stack(matched, axis=-1) if matched else state
+            nxt = jnp.stack(matched, axis=-1)
             return nxt, completed + best - before
         h_idx = jnp.broadcast_to(jnp.arange(num_hot, dtype=jnp.int32), state.shape)
         nxt = self.hot_trans[

@@ -301,12 +301,13 @@ class WordNGramLM:
         node = jnp.where(kind == _DELIMIT, _ROOT, node)
         node = jnp.where(ignore, state.node, node)
         completes = ((kind == _DELIMIT) | (kind == _START)) & pending
-        partial = jnp.where(node == _ROOT, 0.0, self._lookahead(node))
-        off = node == _OFF_TRIE
-        if self.token_chars.shape[1] == 1:
-            # The same score from one lookup, without the node spelled: where
-            # only the score is used (every candidate token), the trie walk
-            # above is left out of the computation.
+        if self.token_chars.shape[1] > 1:
+            partial = jnp.where(node == _ROOT, 0.0, self._lookahead(node))
+            off = node == _OFF_TRIE
+        else:
+            # The score from one lookup, without the node spelled: where only
+            # the score is used (every candidate token), the trie walk above is
+            # left out of the computation.
             c = chars[0]
             start = jnp.where(kind == _START, _ROOT, state.node)
             unknown = (start < 0) | (c == _UNKNOWN_CHAR)
