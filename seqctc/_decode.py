@@ -28,8 +28,8 @@ from seqctc._utils import compute_dtype
 
 # Scores below this are "no path": sums of a few NEG_INF terms stay below it.
 _HALF_NEG_INF = NEG_INF / 2
-# Classes per prefix a frame ranks first (see _search_frame) without an LM:
-# at most this many, and at least 4 ...
+# Classes per prefix a frame ranks first (see _search_frame): without an LM
+# at K <= 1,024 at most this many (see _num_fast) ...
 _NUM_FAST = 8
 # ... with an LM at K > 1,024 that pins no tokens (PP-OCRv4 + order-3 character
 # LM: 2x faster than 8).
