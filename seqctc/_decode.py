@@ -496,6 +496,7 @@ class _Frame(NamedTuple):
     listed_cls: Array  # [W, M] int32 the LM's best next classes of each prefix
     listed_lp: Array  # [W, M] their log p (NEG_INF where pruned, the blank, or
     # already among the classes above)
+    listed_lm: Array | None  # [W, M] the LM's log p of them (None: not given)
 
 
 class _Stay(NamedTuple):
@@ -683,10 +684,12 @@ def _rank(
     """The ``W`` best of the stays and the extensions by ``classes [n]``.
 
     ``class_lp [n]`` is their log p (NEG_INF where a class may not extend).
-    Each of ``extras``, ``(src [R], own [R, m], own_lp [R, m])``, extends
-    prefix ``src[r]`` by the classes ``own[r]`` too (none of them among
-    ``classes`` nor in another row of the same prefix). Ties go to the lower
-    candidate index (stays first).
+    Each of ``extras``, ``(src [R], own [R, m], own_lp [R, m], own_lm)``,
+    extends prefix ``src[r]`` by the classes ``own[r]`` too (none of them
+    among ``classes`` nor in another row of the same prefix); ``own_lm
+    [R, m]``, if not None, is the LM's log p of them (the LM's listed
+    classes: no LM look-up). Ties go to the lower candidate index (stays
+    first).
     """
     width = cfg.beam_width
     n = classes.shape[0]
@@ -705,7 +708,7 @@ def _rank(
         )
         score = score + step(beams.fusion, classes)
     scores = [st.score, score.reshape(-1)]
-    for r_src, own, own_lp in extras:
+    for r_src, own, own_lp, own_lm in extras:
         last = beams.last[r_src]
         same = last[:, None] == own
         ext = jnp.where(same, beams.p_b[r_src, None], st.total[r_src, None]) + own_lp
@@ -713,13 +716,22 @@ def _rank(
         ext = jnp.where(merged | ~st.alive[r_src, None], neg, ext)
         own_score = ext + beams.bonus[r_src, None]
         if cfg.fused:
-            own_step = jax.vmap(
-                jax.vmap(lambda s, c: fusion.step(s, c, neg.dtype)[1], (None, 0))
-            )
             state = jax.tree.map(
                 functools.partial(jnp.take, indices=r_src, axis=0), beams.fusion
             )
-            own_score = own_score + own_step(state, own)
+            if own_lm is None:
+                own_step = jax.vmap(
+                    jax.vmap(lambda s, c: fusion.step(s, c, neg.dtype)[1], (None, 0))
+                )
+                own_score = own_score + own_step(state, own)
+            else:
+                own_delta = jax.vmap(
+                    jax.vmap(
+                        lambda s, c, lp: fusion.listed_delta(s, c, lp, neg.dtype),
+                        (None, 0, 0),
+                    )
+                )
+                own_score = own_score + own_delta(state, own, own_lm)
         scores.append(own_score.reshape(-1))
     top, idx = lax.top_k(jnp.concatenate(scores), width)
     idx = idx.astype(jnp.int32)
@@ -730,7 +742,7 @@ def _rank(
     token = classes[col] if n else jnp.zeros((width,), jnp.int32)
     token_lp = class_lp[col] if n else jnp.full((width,), neg)
     start = width * n
-    for r_src, own, own_lp in extras:
+    for r_src, own, own_lp, _ in extras:
         m = own.shape[1]
         inside = is_ext & (flat >= start) & (flat < start + own.size)
         o = jnp.clip(flat - start, 0, own.size - 1)
@@ -844,9 +856,10 @@ def _allowed(cfg: _SearchConfig, lp: Array, kth: Array, threshold: Array) -> Arr
     return ok
 
 
-def _listed_classes(fusion: Fusion, beams: _Beams) -> Array:
-    """``[B, W, M]`` int32 the LM's most probable next classes of each prefix."""
-    return jax.vmap(jax.vmap(lambda s: fusion.next_tokens(s)[0]))(beams.fusion)
+def _listed_classes(fusion: Fusion, beams: _Beams) -> tuple[Array, Array | None]:
+    """``[B, W, M]`` int32 the LM's most probable next classes of each prefix,
+    and ``[B, W, M]`` their log p when the LM gives it (else None)."""
+    return jax.vmap(jax.vmap(fusion.listed))(beams.fusion)
 
 
 def _among(own: Array, classes: Array) -> Array:
@@ -896,7 +909,7 @@ def _search_frame(
     extras = []
     rest = None if cfg.fast_is_complete else frame.cand_lp[:, fast]
     if cfg.num_listed:
-        extras.append((slots, frame.listed_cls, frame.listed_lp))
+        extras.append((slots, frame.listed_cls, frame.listed_lp, frame.listed_lm))
     if cfg.num_lead > fast:
         # The prefix whose bound is highest (its extensions are the ones that
         # fill the beam) ranks the next classes of the frame too.
@@ -918,7 +931,7 @@ def _search_frame(
             ranked = jnp.concatenate([ranked, pinned], axis=1)
         dup = jnp.any(more[:, :, None] == ranked[:, None, :], axis=-1)
         more_lp = jnp.where(dup, NEG_INF, more_lp)
-        extras.append((lead[:, None], more[:, None, :], more_lp[:, None, :]))
+        extras.append((lead[:, None], more[:, None, :], more_lp[:, None, :], None))
         rest = jnp.where(
             slots == lead[:, None],
             frame.cand_lp[:, cfg.num_lead, None],
@@ -952,7 +965,7 @@ def _search_frame(
                     [ranked_lp, jnp.where(dup, NEG_INF, pinned_lp)], axis=1
                 )
             if cfg.num_listed:
-                own = _listed_classes(fusion, beams)  # [F, W, M]
+                own, own_lm = _listed_classes(fusion, beams)  # [F, W, M]
                 own_lp = jnp.take_along_axis(
                     row.lp, own.reshape(own.shape[0], -1), axis=1
                 ).reshape(own.shape)
@@ -960,7 +973,7 @@ def _search_frame(
                 slots = jnp.broadcast_to(
                     jnp.arange(cfg.beam_width, dtype=jnp.int32), own.shape[:2]
                 )
-                pk = rank(beams, st, ranked, ranked_lp, [(slots, own, own_lp)])
+                pk = rank(beams, st, ranked, ranked_lp, [(slots, own, own_lp, own_lm)])
             else:
                 pk = rank(beams, st, ranked, ranked_lp)
             ok_row = exact(beams, st, pk, values[:, -1]) | ~row.valid
@@ -1094,7 +1107,7 @@ def _beam_search(
             pinned_lp = jnp.where(keep, h, neg)
         if cfg.num_listed:
             # Each prefix's LM-favoured classes, unless ranked for all already.
-            own = _listed_classes(fusion, beams)  # [B, W, M]
+            own, own_lm = _listed_classes(fusion, beams)  # [B, W, M]
             h = logits[rows[:, None, None], t, own].astype(dtype)
             h = jnp.where(ok[:, None, None], h, 0) - norm[:, None, None]
             h = jnp.maximum(h, neg)
@@ -1110,7 +1123,10 @@ def _beam_search(
         else:
             own = jnp.zeros((batch, cfg.beam_width, 0), jnp.int32)
             listed_lp = jnp.zeros((batch, cfg.beam_width, 0), dtype)
-        frame = _Frame(ok, blank, last_lp, last_ext, lp, cls, pinned_lp, own, listed_lp)
+            own_lm = None
+        frame = _Frame(
+            ok, blank, last_lp, last_ext, lp, cls, pinned_lp, own, listed_lp, own_lm
+        )
 
         def full_row(idx=None):
             """Frame t of the utterances ``idx [F]`` (all if None): ``[F, K]``."""

@@ -107,16 +107,29 @@ class Fusion(NamedTuple):
         self, state: FusionState, token: Array, dtype
     ) -> tuple[FusionState, Array]:
         """``(state after token, δ)`` for one prefix state and one token."""
-        delta = self.insertion_bonus.astype(dtype)
-        lm_state = state.lm
+        lm_state, log_p = state.lm, None
         if self.lm is not None:
             lm_state, log_p = self.lm.score(state.lm, token)
+        hot, delta = self._delta(state, token, log_p, dtype)
+        return FusionState(lm=lm_state, hot=hot), delta
+
+    def listed_delta(
+        self, state: FusionState, token: Array, log_p: Array, dtype
+    ) -> Array:
+        """``δ`` of one of the LM's listed classes, whose ``log p`` is known."""
+        return self._delta(state, token, log_p, dtype)[1]
+
+    def _delta(self, state: FusionState, token: Array, log_p, dtype):
+        """``(hotword state after token, δ)`` given the LM's ``log p`` (None
+        without an LM)."""
+        delta = self.insertion_bonus.astype(dtype)
+        if log_p is not None:
             delta = delta + self.lm_weight.astype(dtype) * jnp.asarray(log_p, dtype)
         hot = state.hot
         if self.hot_trans is not None:
             hot, gain = self._hot_step(state.hot, token)
             delta = delta + self.hotword_weight.astype(dtype) * gain.astype(dtype)
-        return FusionState(lm=lm_state, hot=hot), delta
+        return hot, delta
 
     @property
     def num_listed(self) -> int:
@@ -127,6 +140,15 @@ class Fusion(NamedTuple):
         """``(classes [M], rest)``: the LM's most probable next classes after a
         prefix and an upper bound of its ``log p`` of every other class."""
         return self.lm.next_tokens(state.lm)
+
+    def listed(self, state: FusionState) -> tuple[Array, Array | None]:
+        """``(classes [M], log p [M])`` of the LM's listed classes (``log p``
+        None when the LM does not give it: :meth:`step` then scores them)."""
+        with_log_p = getattr(self.lm, "next_log_probs", None)
+        if with_log_p is None:
+            return self.lm.next_tokens(state.lm)[0], None
+        classes, log_p, _ = with_log_p(state.lm)
+        return classes, log_p
 
     def delta_bound(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, Protocol
@@ -28,8 +29,11 @@ class LanguageModel(Protocol):
     optional: a static ``num_next = M`` and ``next_tokens(state) -> (classes
     [M], rest)``, the ``M`` most probable next classes and an upper bound of
     ``log p`` of every other class; each prefix then ranks its ``M`` classes
-    and the bound on the others uses ``rest`` (see :class:`CharNGramLM`). An
-    attribute ``num_classes`` is checked against the logits.
+    and the bound on the others uses ``rest`` (see :class:`CharNGramLM`).
+    With ``next_log_probs(state) -> (classes [M], log_p [M], rest)`` too
+    (``log_p`` equal to what :meth:`score` gives), the listed classes are
+    scored without calling :meth:`score`. An attribute ``num_classes`` is
+    checked against the logits.
     """
 
     def initial_state(self) -> Any:
@@ -159,6 +163,9 @@ class CharNGramLM:
             slots of ``contexts``), then ``[1, M]`` after the empty context.
         next_rest: the same layout, ``[S_j]`` float32 upper bounds of
             ``log p`` of every other class (see :meth:`next_tokens`).
+        next_log_p: the same layout, ``[S_j, M]`` float32 ``log p`` of the
+            listed classes, computed by :meth:`score`'s own arithmetic (see
+            :meth:`next_log_probs`).
         num_next: ``M`` (static; 0 when ``next_best`` is empty).
     """
 
@@ -172,17 +179,25 @@ class CharNGramLM:
     next_best: tuple = ()
     next_rest: tuple = ()
     num_next: int = 0
+    next_log_p: tuple = ()
 
     def initial_state(self) -> Array:
         """The all-boundary context of the empty prefix (``[order − 1]`` int32)."""
         return jnp.full((self.order - 1,), self.num_classes, jnp.int32)
 
     def _score(
-        self, state: Array, token: Array, *, with_p: bool = True
+        self,
+        state: Array,
+        token: Array,
+        *,
+        with_p: bool = True,
+        longest: int | None = None,
     ) -> tuple[Array, Array]:
         """``(log p(token | state), log max_w p(w | state))`` (broadcasting).
 
         ``with_p=False`` skips the n-gram look-ups (``log p`` is then 0).
+        ``longest`` starts at that order (the longer contexts of ``state``
+        taken as unseen, which add 0 to the backoff: the same float sums).
         """
         log_p = jnp.zeros(token.shape, jnp.float32)
         top = jnp.zeros(token.shape, jnp.float32)
@@ -193,6 +208,9 @@ class CharNGramLM:
         for j in range(self.order, 1, -1):  # longest context first
             ctx = state[..., self.order - j :]  # the last j − 1 tokens
             entry_probes = next(n_probes)
+            if longest is not None and j > longest:
+                next(n_probes)
+                continue
             if with_p:
                 key = jnp.concatenate([ctx, token[..., None]], axis=-1)
                 hit, value = _lookup(self.entries[self.order - j], entry_probes, key)
@@ -244,9 +262,17 @@ class CharNGramLM:
         The beam search ranks these classes for each prefix, so the classes
         it leaves out are bounded by ``rest`` rather than :meth:`max_score`.
         """
+        tokens, _, rest = self.next_log_probs(state)
+        return tokens, rest
+
+    def next_log_probs(self, state: ArrayLike) -> tuple[Array, Array, Array]:
+        """``(classes [..., M], log_p [..., M], rest [...])``: as
+        :meth:`next_tokens`, with ``log p`` of each listed class, equal to
+        :meth:`score`'s (stored per context, found by the same look-ups)."""
         state = jnp.asarray(state, jnp.int32)
         batch = state.shape[:-1]
         tokens = jnp.broadcast_to(self.next_best[-1][0], (*batch, self.num_next))
+        log_p = jnp.broadcast_to(self.next_log_p[-1][0], (*batch, self.num_next))
         rest = jnp.broadcast_to(self.next_rest[-1][0], batch)
         found = jnp.zeros(batch, bool)
         n_probes = iter(self.probes[1::2])
@@ -256,9 +282,10 @@ class CharNGramLM:
             new = (slot >= 0) & ~found
             at = jnp.maximum(slot, 0)
             tokens = jnp.where(new[..., None], self.next_best[i][at], tokens)
+            log_p = jnp.where(new[..., None], self.next_log_p[i][at], log_p)
             rest = jnp.where(new, self.next_rest[i][at], rest)
             found = found | new
-        return tokens, rest
+        return tokens, log_p, rest
 
     def final_score(self, state: ArrayLike) -> Array:
         """Log probability of the sentence end (0 when ``sentence_end=False``)."""
@@ -498,7 +525,7 @@ class CharNGramLM:
             order=order,
             num_next=num_next,
         )
-        return cls(
+        lm = cls(
             unigram=jnp.asarray(unigram, jnp.float32),
             entries=tuple(entry_tables),
             contexts=tuple(context_tables),
@@ -510,6 +537,29 @@ class CharNGramLM:
             next_rest=next_rest,
             num_next=num_next if next_best else 0,
         )
+        return dataclasses.replace(lm, next_log_p=lm._listed_log_probs())
+
+    def _listed_log_probs(self) -> tuple:
+        """:attr:`next_log_p`: :meth:`score` of each stored context's listed
+        classes, starting at the context's order (a state whose longest stored
+        context it is adds 0 for every longer order, so the sums are equal)."""
+        out = []
+        for i, (table, best) in enumerate(zip(self.contexts, self.next_best)):
+            j = self.order - i  # the table of contexts of j − 1 tokens
+            pad = jnp.full((table.keys.shape[0], i), self.num_classes, jnp.int32)
+            state = jnp.concatenate([pad, jnp.maximum(table.keys, 0)], axis=1)
+            state = jnp.broadcast_to(state[:, None, :], (*best.shape, self.order - 1))
+            log_p = _listed_score(self, state, best, j)
+            out.append(jnp.where(table.keys[:, :1] >= 0, log_p, NEG_INF))
+        if self.next_best:
+            state = jnp.full((*self.next_best[-1].shape, self.order - 1), 0, jnp.int32)
+            out.append(_listed_score(self, state, self.next_best[-1], 1))
+        return tuple(out)
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _listed_score(lm: CharNGramLM, state: Array, token: Array, longest: int) -> Array:
+    return lm._score(state, token, longest=longest)[0]
 
 
 def _next_lists(unigram, entries, contexts, context_tables, *, order, num_next):
@@ -568,7 +618,14 @@ def _next_lists(unigram, entries, contexts, context_tables, *, order, num_next):
 
 jax.tree_util.register_dataclass(
     CharNGramLM,
-    data_fields=["unigram", "entries", "contexts", "next_best", "next_rest"],
+    data_fields=[
+        "unigram",
+        "entries",
+        "contexts",
+        "next_best",
+        "next_rest",
+        "next_log_p",
+    ],
     meta_fields=["order", "num_classes", "sentence_end", "probes", "num_next"],
 )
 

@@ -237,6 +237,13 @@ class CharNGramLMTest(parameterized.TestCase):
             self.assertGreaterEqual(log_p[best].min(), others.max() - 1e-5)
             self.assertGreaterEqual(float(rest), others.max())  # the bound holds
             self.assertLess(float(rest), others.max() + 1e-2)  # and is tight
+            # The stored log p of the listed classes is the score's, to the bit
+            # (the search ranks them by it; the score is checked against
+            # counting by hand above).
+            listed, listed_lp, listed_rest = lm.next_log_probs(state)
+            np.testing.assert_array_equal(np.asarray(listed), best)
+            np.testing.assert_array_equal(np.asarray(listed_lp), log_p[best])
+            self.assertEqual(float(listed_rest), float(rest))
 
     def test_static_misuse(self):
         with pytest.raises(ValueError, match="order"):
