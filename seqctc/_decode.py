@@ -338,7 +338,7 @@ def _compact(frame_tokens: Array) -> tuple[Array, Array, Array]:
     # Each emission's place among its row's emissions; the others go to an
     # extra column that is dropped (a scan and a scatter: XLA:CPU's stable sort
     # of the row cost ~20x more).
-    place = jnp.where(flat, _running(jnp.add, flat.astype(jnp.int32), axis=1) - 1, -1)
+    place = _running(jnp.add, flat.astype(jnp.int32), axis=1) - 1
     place = jnp.where(flat, place, num_frames)
     rows = jnp.arange(flat.shape[0], dtype=jnp.int32)[:, None]
     frames = jnp.broadcast_to(jnp.arange(num_frames, dtype=jnp.int32), flat.shape)
