@@ -345,7 +345,9 @@ def _compact(frame_tokens: Array) -> tuple[Array, Array, Array]:
 
     def packed(values):
         out = jnp.full((flat.shape[0], num_frames + 1), -1, jnp.int32)
-        return out.at[rows, place].set(values)[:, :num_frames].reshape(frame_tokens.shape)
+        return (
+            out.at[rows, place].set(values)[:, :num_frames].reshape(frame_tokens.shape)
+        )
 
     tokens = packed(frame_tokens.reshape(flat.shape).astype(jnp.int32))
     starts = packed(frames)
@@ -412,6 +414,13 @@ def greedy_decode(
         :func:`beam_decode` for the most probable label sequence.
     """
     logits, logit_paddings = check_frame_args(logits, logit_paddings, blank_id=blank_id)
+    # One compiled program (called eagerly, the ops would compile one by one).
+    return _greedy_decode(logits, logit_paddings, blank_id=blank_id)
+
+
+@functools.partial(jax.jit, static_argnames="blank_id")
+def _greedy_decode(logits: Array, logit_paddings: Array, *, blank_id: int) -> Decoded:
+    """:func:`greedy_decode` after its argument checks."""
     dtype = compute_dtype(logits)
     valid = positions_valid(logit_paddings)  # [B, T]
 
@@ -660,8 +669,10 @@ def _merged(st: _Stay, last: Array, r_src: Array, own: Array) -> Array:
     rows, m = own.shape
     if m == 0:
         return jnp.zeros((rows, 0), bool)
-    row_of_slot = jnp.full((width,), -1, jnp.int32).at[r_src].set(
-        jnp.arange(rows, dtype=jnp.int32)
+    row_of_slot = (
+        jnp.full((width,), -1, jnp.int32)
+        .at[r_src]
+        .set(jnp.arange(rows, dtype=jnp.int32))
     )
     row = jnp.where(st.parent_slot >= 0, row_of_slot[st.parent_slot], -1)  # [W]
     hit = own[jnp.maximum(row, 0)] == last[:, None]  # [W (child), m]
@@ -1339,6 +1350,58 @@ def beam_decode(
         )
     if prune_top_k is not None:
         _check_positive_int(prune_top_k, "prune_top_k")
+    if hotwords is not None:  # static: a tuple of tuples of Python ints
+        hotwords = tuple(tuple(int(x) for x in word) for word in hotwords)
+    # One compiled program per configuration (called eagerly, the dense pass
+    # and the scan would otherwise be traced and compiled op by op each call).
+    return _beam_decode(
+        logits,
+        logit_paddings,
+        lm,
+        lm_weight,
+        insertion_bonus,
+        hotword_weight,
+        NEG_INF if prune_threshold is None else prune_threshold,
+        beam_width=beam_width,
+        top_k=top_k,
+        blank_id=blank_id,
+        prune_top_k=prune_top_k,
+        hotwords=hotwords,
+        fused=is_fused(lm, insertion_bonus, hotwords),
+        thresholded=prune_threshold is not None,
+    )
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "beam_width",
+        "top_k",
+        "blank_id",
+        "prune_top_k",
+        "hotwords",
+        "fused",
+        "thresholded",
+    ),
+)
+def _beam_decode(
+    logits: Array,
+    logit_paddings: Array,
+    lm: LanguageModel | None,
+    lm_weight: ArrayLike,
+    insertion_bonus: ArrayLike,
+    hotword_weight: ArrayLike,
+    prune_threshold: ArrayLike,
+    *,
+    beam_width: int,
+    top_k: int,
+    blank_id: int,
+    prune_top_k: int | None,
+    hotwords: tuple[tuple[int, ...], ...] | None,
+    fused: bool,
+    thresholded: bool,
+) -> Decoded:
+    """:func:`beam_decode` after its argument checks (``fused`` static)."""
     batch, frames, num_classes = logits.shape
     dtype = compute_dtype(logits)
     fusion = make_fusion(
@@ -1353,7 +1416,6 @@ def beam_decode(
     )
     non_blank = num_classes - 1
     allowed = non_blank if prune_top_k is None else min(prune_top_k, non_blank)
-    fused = is_fused(lm, insertion_bonus, hotwords)
     # With an LM at large K the bound fails more often (the LM lowers the
     # scores of the ranked extensions): rank more classes first, unless the
     # LM pins the tokens it favours (ranked anyway, so the bound stays tight).
@@ -1367,9 +1429,11 @@ def beam_decode(
         and not listed
     )
     fast = min(
-        _NUM_FAST_LM if wide else _NUM_FAST_LISTED if listed else _num_fast(
-            beam_width, num_classes
-        ),
+        _NUM_FAST_LM
+        if wide
+        else _NUM_FAST_LISTED
+        if listed
+        else _num_fast(beam_width, num_classes),
         allowed,
     )
     if lm is not None and allowed <= 2 * beam_width:
@@ -1394,13 +1458,11 @@ def beam_decode(
             non_blank, max(fast + 1, lead + 1, allowed if prune_top_k else 0)
         ),
         fused=fused,
-        thresholded=prune_threshold is not None,
+        thresholded=thresholded,
         num_listed=listed if fast < allowed else 0,
         num_lead=lead,
     )
-    threshold = jnp.asarray(
-        NEG_INF if prune_threshold is None else prune_threshold, dtype
-    )
+    threshold = jnp.asarray(prune_threshold, dtype)
     frame_tokens, scores = _beam_search(
         cfg, fusion, logits, positions_valid(logit_paddings), threshold
     )  # [B, top_k, T], [B, top_k]

@@ -1,5 +1,8 @@
 """Plain numpy references shared by the tests (independent of seqctc)."""
 
+import math
+
+import jax
 import numpy as np
 
 
@@ -225,6 +228,15 @@ def greedy(logp, frames, blank):
     return tokens, starts, score
 
 
+def _logaddexp(a: float, b: float) -> float:
+    """``log(e^a + e^b)`` of two Python floats (as numpy's, without its call cost)."""
+    if a < b:
+        a, b = b, a
+    if b == -math.inf:
+        return a
+    return a + math.log1p(math.exp(b - a))
+
+
 def prefix_beam_search(logp, blank, beam_width, prefix_score=None, final_score=None):
     """CTC prefix beam search of one row with merging; standard pruning.
 
@@ -242,19 +254,19 @@ def prefix_beam_search(logp, blank, beam_width, prefix_score=None, final_score=N
     final = final_score or (lambda prefix: 0.0)
 
     def key(item):
-        return np.logaddexp(*item[1]) + fused(item[0])
+        return _logaddexp(*item[1]) + fused(item[0])
 
-    beams = {(): (0.0, -np.inf)}  # prefix -> (blank-ending, non-blank-ending)
-    gap = np.inf
-    for row in logp:
+    beams = {(): (0.0, -math.inf)}  # prefix -> (blank-ending, non-blank-ending)
+    gap = math.inf
+    for row in logp.tolist():  # Python floats: scalar numpy calls are slow
         new = {}
 
-        def add(prefix, pb=-np.inf, pnb=-np.inf, new=new):
-            ob, onb = new.get(prefix, (-np.inf, -np.inf))
-            new[prefix] = (np.logaddexp(ob, pb), np.logaddexp(onb, pnb))
+        def add(prefix, pb=-math.inf, pnb=-math.inf, new=new):
+            ob, onb = new.get(prefix, (-math.inf, -math.inf))
+            new[prefix] = (_logaddexp(ob, pb), _logaddexp(onb, pnb))
 
         for prefix, (pb, pnb) in beams.items():
-            total = np.logaddexp(pb, pnb)
+            total = _logaddexp(pb, pnb)
             add(prefix, pb=total + row[blank])
             for k in range(len(row)):
                 if k == blank:
@@ -268,7 +280,7 @@ def prefix_beam_search(logp, blank, beam_width, prefix_score=None, final_score=N
         if len(ranked) > beam_width:
             cut = key(ranked[beam_width - 1])
             dropped = key(ranked[beam_width])
-            if np.isfinite(cut):
+            if math.isfinite(cut):
                 gap = min(gap, cut - dropped)
         beams = dict(ranked[:beam_width])
     hyps = sorted(
@@ -363,3 +375,13 @@ def wildcard_viterbi_brute(logp, labels, star, blank, penalty, every=False):
         elif abs(score - best) <= 1e-9:
             paths.add(tuple(path))
     return best, scores if every else paths
+
+
+def on_host(fn):
+    """``fn`` whose outputs come back as numpy arrays: the tests index them
+    row by row, and each slice of a JAX array would compile a program."""
+
+    def call(*args, **kwargs):
+        return jax.tree.map(np.asarray, fn(*args, **kwargs))
+
+    return call

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import oracles
 import pytest
 from absl.testing import parameterized
 from oracles import collapse as _collapse
@@ -29,9 +30,11 @@ _DATA = pathlib.Path(__file__).parent / "data" / "ctcdecoder-samples"
 
 # One jitted decoder shared by the tests: equal shapes and static arguments reuse
 # one compilation (each compilation of the search costs seconds).
-_beam = jax.jit(
-    seqctc.beam_decode,
-    static_argnames=("beam_width", "top_k", "blank_id", "prune_top_k"),
+_beam = oracles.on_host(
+    jax.jit(
+        seqctc.beam_decode,
+        static_argnames=("beam_width", "top_k", "blank_id", "prune_top_k"),
+    )
 )
 
 
@@ -309,7 +312,9 @@ class BeamPropertiesTest(chex.TestCase):
         logits = rng.normal(size=(2, 3, 10, 5)).astype(np.float32)
         paddings = np.stack([_paddings([10, 5, 2], 10)] * 2)
         decode = functools.partial(_beam, beam_width=4, top_k=3)
-        batched = jax.jit(jax.vmap(decode))(logits, paddings)
+        batched = jax.jit(
+            jax.vmap(functools.partial(seqctc.beam_decode, beam_width=4, top_k=3))
+        )(logits, paddings)
         for i in range(2):
             chex.assert_trees_all_close(
                 jax.tree.map(lambda x, i=i: x[i], batched),

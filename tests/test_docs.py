@@ -116,7 +116,7 @@ def _child_main() -> None:
 
 def _run_child(xla_flags: str | None) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
-    if xla_flags:
+    if xla_flags and xla_flags not in env.get("XLA_FLAGS", ""):
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {xla_flags}".strip()
     env["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT / "tests"), str(ROOT), env.get("PYTHONPATH", "")]

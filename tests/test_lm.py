@@ -15,6 +15,7 @@ from unittest import mock
 import jax
 import jax.numpy as jnp
 import numpy as np
+import oracles
 import pytest
 from absl.testing import absltest, parameterized
 from oracles import collapse as _collapse
@@ -26,9 +27,11 @@ from seqctc import _decode
 
 _CORPUS = [[1, 2], [1, 1], [2], [1, 2, 2, 1], [2, 1, 3]]
 
-_beam = jax.jit(
-    seqctc.beam_decode,
-    static_argnames=("beam_width", "top_k", "blank_id", "hotwords"),
+_beam = oracles.on_host(
+    jax.jit(
+        seqctc.beam_decode,
+        static_argnames=("beam_width", "top_k", "blank_id", "hotwords"),
+    )
 )
 
 
@@ -109,20 +112,20 @@ def _lm_log_prob(lm, labels):
 
 def _hotword_count(labels, hotwords):
     """Tokens of leftmost non-overlapping hotword matches + longest open match."""
+    labels = tuple(labels)
     completed, partial = 0, 0
     for word in hotwords:
+        word, n = tuple(word), len(word)
         i, end = 0, 0
-        while i + len(word) <= len(labels):
-            if list(labels[i : i + len(word)]) == list(word):
-                completed += len(word)
-                i += len(word)
+        while i + n <= len(labels):
+            if labels[i : i + n] == word:
+                completed += n
+                i += n
                 end = i
             else:
                 i += 1
-        for m in range(len(word) - 1, 0, -1):
-            if len(labels) - m >= end and list(labels[len(labels) - m :]) == list(
-                word[:m]
-            ):
+        for m in range(n - 1, 0, -1):
+            if len(labels) - m >= end and labels[len(labels) - m :] == word[:m]:
                 partial = max(partial, m)
                 break
     return completed + partial
@@ -335,6 +338,9 @@ class FusionTest(parameterized.TestCase):
         logits = rng.normal(size=(batch, 14, k)).astype(np.float32)
         peak = rng.integers(0, 12, (batch, 14))
         logits += 4.0 * np.eye(k, dtype=np.float32)[peak]
+        # The search compiled under the patched constants only (it is cached
+        # per configuration, not per constant).
+        _decode._beam_decode.clear_cache()
         with mock.patch.multiple(
             _decode, _NUM_FAST_LISTED=num_fast, _NUM_LEAD=num_lead
         ):
@@ -350,6 +356,7 @@ class FusionTest(parameterized.TestCase):
                     hotword_weight=gamma,
                 )
             )(logits, np.zeros((batch, 14), np.float32), lm)
+        _decode._beam_decode.clear_cache()
         every = jnp.arange(k, dtype=jnp.int32)
         row = jax.jit(lambda s: lm.score(jnp.broadcast_to(s, (k, 2)), every)[1])
         rows, lm_scores = {}, {(): 0.0}

@@ -32,8 +32,8 @@ LN10 = math.log(10.0)
 _TINY = ["a b", "a c"]
 _TINY_TOKENS = ["", " ", "a", "b", "c"]
 
-_beam = jax.jit(
-    seqctc.beam_decode, static_argnames=("beam_width", "top_k", "prune_top_k")
+_beam = oracles.on_host(
+    jax.jit(seqctc.beam_decode, static_argnames=("beam_width", "top_k", "prune_top_k"))
 )
 
 
@@ -557,10 +557,14 @@ class BeamSearchTest(parameterized.TestCase):
             texts, tokens, seed=32, confusion=0.5, noise=1.5
         )
         width = 4
+        # The search compiled under the patched constant only (it is cached
+        # per configuration, not per constant).
+        _decode._beam_decode.clear_cache()
         with mock.patch.object(_decode, "_NUM_FAST", num_fast):
             out = jax.jit(
                 lambda x, p, f: seqctc.beam_decode(x, p, beam_width=width, lm=f)
             )(logits, pads, fused)
+        _decode._beam_decode.clear_cache()
         score_all = jax.jit(jax.vmap(fused.score, in_axes=(None, 0)))
         final = jax.jit(fused.final_score)
         every = jnp.arange(len(tokens))
