@@ -282,11 +282,27 @@ class _FrameSummary(NamedTuple):
     cand_cls: Array  # [B, T, Q] int32 their classes
 
 
-def _summarise(logits: Array, valid: Array, *, blank_id: int, count: int):
+def _summarise(
+    logits: Array, valid: Array, *, blank_id: int, count: int, ordered: bool = True
+):
+    """The frames' :class:`_FrameSummary`; with ``ordered=False`` and ``count =
+    K − 1`` the candidates are every non-blank class in class order (no
+    selection: a search that ranks every class needs no order)."""
     dtype = compute_dtype(logits)
     neg = jnp.asarray(NEG_INF, dtype)
+    every = not ordered and count == logits.shape[-1] - 1
 
     def stats(x):  # [C, K]
+        if every:
+            norm = _log_normaliser(x, jnp.max(x, axis=-1))
+            values = jnp.concatenate([x[:, :blank_id], x[:, blank_id + 1 :]], axis=1)
+            classes = np.delete(np.arange(x.shape[-1], dtype=np.int32), blank_id)
+            return _FrameSummary(
+                norm,
+                x[:, blank_id] - norm,
+                values - norm[:, None],
+                jnp.broadcast_to(jnp.asarray(classes), values.shape),
+            )
         if count == 0:
             norm = _log_normaliser(x, jnp.max(x, axis=-1))
             empty = jnp.zeros((x.shape[0], 0))
@@ -1082,7 +1098,13 @@ def _beam_search(
     batch, frames, _ = logits.shape
     dtype = compute_dtype(logits)
     neg = jnp.asarray(NEG_INF, dtype)
-    summary = _summarise(logits, valid, blank_id=cfg.blank_id, count=cfg.num_summary)
+    summary = _summarise(
+        logits,
+        valid,
+        blank_id=cfg.blank_id,
+        count=cfg.num_summary,
+        ordered=not (cfg.fast_is_complete and cfg.num_allowed == cfg.num_classes - 1),
+    )
     # The pruning cut of each frame: its num_allowed-th best class.
     if cfg.num_allowed < cfg.num_classes - 1:
         kth = summary.cand_lp[:, :, cfg.num_allowed - 1]
