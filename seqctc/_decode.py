@@ -516,12 +516,15 @@ class _Frame(NamedTuple):
     last_ext: Array  # [W] the same, NEG_INF where that class may not extend
     cand_lp: Array  # [Q] the best non-blank classes (NEG_INF where pruned)
     cand_cls: Array  # [Q] int32
-    pinned_lp: Array  # [P] log p of the pinned tokens (hotword tokens, the LM's
-    # word boundaries; NEG_INF where pruned or already among the first cand_cls)
+    pinned_lp: Array  # [P] log p of the pinned tokens (the LM's word boundaries
+    # and letters; NEG_INF where pruned or already among the first cand_cls)
     listed_cls: Array  # [W, M] int32 the LM's best next classes of each prefix
     listed_lp: Array  # [W, M] their log p (NEG_INF where pruned, the blank, or
     # already among the classes above)
     listed_lm: Array | None  # [W, M] the LM's log p of them (None: not given)
+    hot_cls: Array  # [W, H] int32 the token each hotword expects next
+    hot_lp: Array  # [W, H] their log p (NEG_INF where pruned, ranked above, or
+    # a repeat within the row)
 
 
 class _Stay(NamedTuple):
@@ -789,13 +792,15 @@ def _is_exact(
     picked: _Picked,
     rest_lp: Array,
     pinned_ranked: bool = False,
+    hot_listed: bool = False,
 ) -> Array:
     """Bool: no class left out (each of log p ≤ ``rest_lp``) beats the picks.
 
     An extension of prefix ``ℓ`` by such a class scores at most
     ``log(p_b + p_nb)(ℓ) + rest_lp + bonus(ℓ) + max_c δ(ℓ, c)``, the maximum
     over the classes other than the pinned tokens when ``pinned_ranked`` and
-    other than the LM's listed classes of ``ℓ`` when ``cfg.num_listed``.
+    other than the LM's listed classes of ``ℓ`` when ``cfg.num_listed`` and
+    other than the tokens its hotwords expect when ``hot_listed``.
     """
     bound = st.total + rest_lp + beams.bonus
     if cfg.fused:
@@ -805,6 +810,7 @@ def _is_exact(
                 bound.dtype,
                 pinned_ranked=pinned_ranked,
                 listed=cfg.num_listed > 0,
+                hot_listed=hot_listed,
             )
         )(beams.fusion)
     bound = jnp.max(jnp.where(st.alive, bound, NEG_INF))
@@ -894,6 +900,31 @@ def _among(own: Array, classes: Array) -> Array:
     return jnp.any(own[:, :, :, None] == classes[:, None, None, :], axis=-1)
 
 
+def _hot_classes(fusion: Fusion, beams: _Beams) -> Array:
+    """``[B, W, H]`` int32 the token each hotword expects next, per prefix."""
+    return jax.vmap(jax.vmap(fusion.hot_next))(beams.fusion)
+
+
+def _hot_ranked(hot: Array, shared: Array, own: Array | None) -> Array:
+    """``[B, W, H]`` bool: the expected token ``hot`` is ranked already, among
+    the classes ``shared [B, n]`` of every prefix, the prefix's listed classes
+    ``own [B, W, M]`` (if any) or an earlier hotword's expected token."""
+    ranked = _among(hot, shared)
+    if own is not None:
+        ranked = ranked | jnp.any(hot[:, :, :, None] == own[:, :, None, :], axis=-1)
+    num_hot = hot.shape[-1]
+    earlier = np.tril(np.ones((num_hot, num_hot), bool), -1)  # [h, h' < h]
+    same = hot[:, :, :, None] == hot[:, :, None, :]  # [B, W, h, h']
+    repeat = jnp.any(same & earlier[None, None], axis=-1)
+    return ranked | repeat
+
+
+def _row_log_probs(lp: Array, classes: Array) -> Array:
+    """``[F, W, M]`` entries ``classes [F, W, M]`` of the rows ``lp [F, K]``."""
+    flat = classes.reshape(classes.shape[0], -1)
+    return jnp.take_along_axis(lp, flat, axis=1).reshape(classes.shape)
+
+
 def _search_frame(
     cfg: _SearchConfig,
     fusion: Fusion,
@@ -920,13 +951,21 @@ def _search_frame(
     classes, class_lp = frame.cand_cls[:, :fast], frame.cand_lp[:, :fast]
     pinned_ranked = fusion.pinned is not None and not cfg.fast_is_complete
     num_pinned = 0 if fusion.pinned is None else fusion.pinned.shape[0]
+    hot_listed = fusion.num_hot > 0 and not cfg.fast_is_complete
     exact = jax.vmap(
-        functools.partial(_is_exact, cfg, fusion, pinned_ranked=pinned_ranked)
+        functools.partial(
+            _is_exact,
+            cfg,
+            fusion,
+            pinned_ranked=pinned_ranked,
+            hot_listed=hot_listed,
+        )
     )
     if pinned_ranked:
         # The pinned tokens are ranked too, so the bound on the classes left
-        # out needs no hotword gain (a token outside every hotword gains ≤ 0)
-        # and no LM gain of a completed word (only word boundaries complete one).
+        # out needs no LM gain of a completed word (only word boundaries
+        # complete one). Likewise each prefix ranks the tokens its hotwords
+        # expect next (hot_listed): no other token gains a hotword match.
         pinned = jnp.broadcast_to(fusion.pinned, frame.pinned_lp.shape)
         classes = jnp.concatenate([classes, pinned], axis=1)
         class_lp = jnp.concatenate([class_lp, frame.pinned_lp], axis=1)
@@ -937,13 +976,19 @@ def _search_frame(
     rest = None if cfg.fast_is_complete else frame.cand_lp[:, fast]
     if cfg.num_listed:
         extras.append((slots, frame.listed_cls, frame.listed_lp, frame.listed_lm))
+    if hot_listed:
+        extras.append((slots, frame.hot_cls, frame.hot_lp, None))
     if cfg.num_lead > fast:
         # The prefix whose bound is highest (its extensions are the ones that
         # fill the beam) ranks the next classes of the frame too.
         bound = jax.vmap(
             jax.vmap(
                 lambda s: fusion.delta_bound(
-                    s, dtype, pinned_ranked=pinned_ranked, listed=cfg.num_listed > 0
+                    s,
+                    dtype,
+                    pinned_ranked=pinned_ranked,
+                    listed=cfg.num_listed > 0,
+                    hot_listed=hot_listed,
                 )
             )
         )(beams.fusion)
@@ -956,6 +1001,9 @@ def _search_frame(
         ]  # [B, M] the classes the lead prefix ranks already
         if pinned_ranked:
             ranked = jnp.concatenate([ranked, pinned], axis=1)
+        if hot_listed:
+            lead_hot = jnp.take_along_axis(frame.hot_cls, lead[:, None, None], axis=1)
+            ranked = jnp.concatenate([ranked, lead_hot[:, 0]], axis=1)
         dup = jnp.any(more[:, :, None] == ranked[:, None, :], axis=-1)
         more_lp = jnp.where(dup, NEG_INF, more_lp)
         extras.append((lead[:, None], more[:, None, :], more_lp[:, None, :], None))
@@ -991,18 +1039,23 @@ def _search_frame(
                 ranked_lp = jnp.concatenate(
                     [ranked_lp, jnp.where(dup, NEG_INF, pinned_lp)], axis=1
                 )
+            row_extras = []
+            slots = jnp.broadcast_to(
+                jnp.arange(cfg.beam_width, dtype=jnp.int32), st.total.shape
+            )
+            own = None
             if cfg.num_listed:
                 own, own_lm = _listed_classes(fusion, beams)  # [F, W, M]
-                own_lp = jnp.take_along_axis(
-                    row.lp, own.reshape(own.shape[0], -1), axis=1
-                ).reshape(own.shape)
+                own_lp = _row_log_probs(row.lp, own)
                 own_lp = jnp.where(_among(own, ranked), NEG_INF, own_lp)
-                slots = jnp.broadcast_to(
-                    jnp.arange(cfg.beam_width, dtype=jnp.int32), own.shape[:2]
+                row_extras.append((slots, own, own_lp, own_lm))
+            if hot_listed:
+                hot = _hot_classes(fusion, beams)  # [F, W, H]
+                hot_lp = jnp.where(
+                    _hot_ranked(hot, ranked, own), NEG_INF, _row_log_probs(row.lp, hot)
                 )
-                pk = rank(beams, st, ranked, ranked_lp, [(slots, own, own_lp, own_lm)])
-            else:
-                pk = rank(beams, st, ranked, ranked_lp)
+                row_extras.append((slots, hot, hot_lp, None))
+            pk = rank(beams, st, ranked, ranked_lp, row_extras)
             ok_row = exact(beams, st, pk, values[:, -1]) | ~row.valid
             if len(counts) > 1:
                 rest = functools.partial(rank_row, beams, st, row, counts[1:])
@@ -1157,8 +1210,37 @@ def _beam_search(
             own = jnp.zeros((batch, cfg.beam_width, 0), jnp.int32)
             listed_lp = jnp.zeros((batch, cfg.beam_width, 0), dtype)
             own_lm = None
+        if fusion.num_hot and not cfg.fast_is_complete:
+            # The tokens each prefix's hotwords expect, unless ranked already.
+            hot = _hot_classes(fusion, beams)  # [B, W, H]
+            h = logits[rows[:, None, None], t, hot].astype(dtype)
+            h = jnp.where(ok[:, None, None], h, 0) - norm[:, None, None]
+            h = jnp.maximum(h, neg)
+            shared = cls[:, : cfg.num_fast]
+            if fusion.pinned is not None:
+                pinned = jnp.broadcast_to(
+                    fusion.pinned, (batch, fusion.pinned.shape[0])
+                )
+                shared = jnp.concatenate([shared, pinned], axis=1)
+            keep = _allowed(cfg, h, cut[:, None, None], threshold)
+            keep = keep & ~_hot_ranked(hot, shared, own if cfg.num_listed else None)
+            hot_lp = jnp.where(keep, h, neg)
+        else:
+            hot = jnp.zeros((batch, cfg.beam_width, 0), jnp.int32)
+            hot_lp = jnp.zeros((batch, cfg.beam_width, 0), dtype)
         frame = _Frame(
-            ok, blank, last_lp, last_ext, lp, cls, pinned_lp, own, listed_lp, own_lm
+            ok,
+            blank,
+            last_lp,
+            last_ext,
+            lp,
+            cls,
+            pinned_lp,
+            own,
+            listed_lp,
+            own_lm,
+            hot,
+            hot_lp,
         )
 
         def full_row(idx=None):

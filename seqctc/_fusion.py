@@ -54,9 +54,12 @@ class Fusion(NamedTuple):
     hot_tokens: Array | None  # [U] int32 distinct tokens of the hotwords
     hot_index: Array | None  # [K] int32 column of each class in hot_trans
     hotword_weight: Array  # γ
-    # [P] int32 tokens every frame ranks: the hotword tokens and the LM's
-    # ``pinned_tokens`` (None if neither).
+    # [P] int32 tokens every frame ranks: the LM's ``pinned_tokens`` (None if
+    # it has none).
     pinned: Array | None = None
+    # [H, L] int32 the hotwords' tokens (−1 padded): each prefix ranks the
+    # token each hotword expects next (see :meth:`hot_next`).
+    hot_words: Array | None = None
 
     def initial_state(self) -> FusionState:
         lm = (
@@ -132,6 +135,21 @@ class Fusion(NamedTuple):
         return hot, delta
 
     @property
+    def num_hot(self) -> int:
+        """``H``, the number of hotwords (static)."""
+        return 0 if self.hot_words is None else self.hot_words.shape[0]
+
+    def hot_next(self, state: FusionState) -> Array:
+        """``[H]`` the token each hotword expects next after a prefix.
+
+        Only these can gain: any other token matches at most as many tokens of
+        each hotword as before (the automaton falls back to a border of the
+        match) and completes none.
+        """
+        rows = jnp.arange(self.num_hot, dtype=jnp.int32)
+        return self.hot_words[rows, state.hot]
+
+    @property
     def num_listed(self) -> int:
         """``M`` of the LM's :meth:`next_tokens` (0 if it has none; static)."""
         return int(getattr(self.lm, "num_next", 0)) if self.lm is not None else 0
@@ -157,15 +175,18 @@ class Fusion(NamedTuple):
         *,
         pinned_ranked: bool = False,
         listed: bool = False,
+        hot_listed: bool = False,
     ) -> Array:
         """An upper bound of ``δ(ℓ, c)`` over every class ``c`` (+inf if unknown).
 
         With ``pinned_ranked``, over the classes outside :attr:`pinned` (which
-        the caller ranks itself): their hotword gain is ``−max(state)``, the
-        matches they break, and the LM bounds only its unpinned tokens. With
+        the caller ranks itself): the LM bounds only its unpinned tokens. With
         ``listed``, over the classes outside the LM's :meth:`next_tokens` of
         the prefix too (which the caller ranks for that prefix): their LM
-        score is at most ``rest``.
+        score is at most ``rest``. With ``hot_listed``, over the classes
+        outside :meth:`hot_next` of the prefix (ranked by the caller): their
+        hotword gain is at most 0, and ``−max(state)`` (the matches they
+        break) for the classes outside every hotword.
         """
         bound = self.insertion_bonus.astype(dtype)
         if self.lm is not None:
@@ -188,13 +209,14 @@ class Fusion(NamedTuple):
             # A token outside every hotword resets all matches: gain −max(state).
             # The hotword tokens are few; evaluate them all.
             reset = -jnp.max(state.hot, initial=0)
-            if pinned_ranked:
-                best = reset.astype(dtype)
-            else:
-                tokens = self.hot_tokens
-                shape = (tokens.shape[0], *state.hot.shape)
-                _, gains = self._hot_step(jnp.broadcast_to(state.hot, shape), tokens)
-                best = jnp.maximum(jnp.max(gains), reset).astype(dtype)
+            tokens = self.hot_tokens
+            shape = (tokens.shape[0], *state.hot.shape)
+            _, gains = self._hot_step(jnp.broadcast_to(state.hot, shape), tokens)
+            if hot_listed:  # the expected tokens are ranked: leave them out
+                expected = self.hot_next(state)
+                ranked = jnp.any(tokens[:, None] == expected[None, :], axis=-1)
+                gains = jnp.where(ranked, reset, gains)
+            best = jnp.maximum(jnp.max(gains), reset).astype(dtype)
             gamma = self.hotword_weight.astype(dtype)
             bound = bound + jnp.where(
                 gamma >= 0,
@@ -249,7 +271,7 @@ def make_fusion(
         # the insertion bonus counts words (as pyctcdecode's) and not tokens.
         lm = lm.with_weights(lm_weight, insertion_bonus)
         lm_weight, insertion_bonus = 1.0, 0.0
-    hot_trans = hot_lengths = hot_tokens = hot_index = None
+    hot_trans = hot_lengths = hot_tokens = hot_index = hot_words = None
     pinned = set(getattr(lm, "pinned_tokens", ()) if lm is not None else ())
     if hotwords is not None and len(hotwords) > 0:
         trans, lengths = hotword_automaton(hotwords, num_classes, blank_id)
@@ -267,7 +289,13 @@ def make_fusion(
         index[tokens] = np.arange(len(tokens), dtype=np.int32)
         hot_index = jnp.asarray(index)
         hot_tokens = jnp.asarray(np.array(tokens, np.int32))
-        pinned |= set(tokens)
+        longest = max(len(word) for word in hotwords)
+        hot_words = jnp.asarray(
+            np.array(
+                [list(word) + [-1] * (longest - len(word)) for word in hotwords],
+                np.int32,
+            )
+        )
     pinned.discard(blank_id)
     return Fusion(
         lm=lm,
@@ -279,4 +307,5 @@ def make_fusion(
         hot_index=hot_index,
         hotword_weight=jnp.asarray(hotword_weight, dtype),
         pinned=jnp.asarray(np.array(sorted(pinned), np.int32)) if pinned else None,
+        hot_words=hot_words,
     )

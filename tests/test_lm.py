@@ -18,12 +18,14 @@ import numpy as np
 import oracles
 import pytest
 from absl.testing import absltest, parameterized
+from jax import lax
 from oracles import collapse as _collapse
 from oracles import log_softmax as _log_softmax
 from oracles import prefix_beam_search as _prefix_beam_search
 
 import seqctc
 from seqctc import _decode
+from seqctc._fusion import make_fusion
 
 _CORPUS = [[1, 2], [1, 1], [2], [1, 2, 2, 1], [2, 1, 3]]
 
@@ -421,6 +423,44 @@ class FusionTest(parameterized.TestCase):
         ngram = seqctc.CharNGramLM.fit([[2, 1]] * 10, order=2, num_classes=3)
         fused = _beam(logits, paddings, beam_width=4, lm=ngram, lm_weight=2.0)
         self.assertEqual(top1(fused), (2, 1))
+
+    def test_only_the_expected_hotword_tokens_gain(self):
+        # The search ranks, for each prefix, the token each hotword expects
+        # next, and bounds the others' gain by the fusion's delta_bound. Over
+        # every prefix of 4 tokens: the other tokens gain no hotword count
+        # (the count by plain string matching) and the bound covers them.
+        hotwords, gamma, beta = ((1, 2, 1), (2, 2), (3,)), 0.8, 0.3
+        fusion = make_fusion(
+            num_classes=5,
+            blank_id=0,
+            lm=None,
+            lm_weight=1.0,
+            insertion_bonus=beta,
+            hotwords=hotwords,
+            hotword_weight=gamma,
+            dtype=jnp.float32,
+        )
+        prefixes = np.array(list(itertools.product(range(1, 5), repeat=4)), np.int32)
+
+        @jax.jit
+        def expected_and_bound(prefix):
+            def step(state, token):
+                return fusion.step(state, token, jnp.float32)[0], None
+
+            state, _ = lax.scan(step, fusion.initial_state(), prefix)
+            bound = fusion.delta_bound(state, jnp.float32, hot_listed=True)
+            return fusion.hot_next(state), bound
+
+        expected, bound = jax.vmap(expected_and_bound)(prefixes)
+        for prefix, listed, top in zip(prefixes, expected, bound, strict=True):
+            prefix = tuple(int(x) for x in prefix)
+            count = _hotword_count(prefix, hotwords)
+            for c in range(1, 5):
+                gain = _hotword_count(prefix + (c,), hotwords) - count
+                if c in listed:
+                    continue
+                self.assertLessEqual(gain, 0, (prefix, c))
+                self.assertLessEqual(beta + gamma * gain, float(top) + 1e-6)
 
     def test_hotword_brings_a_hypothesis_up(self):
         raw = np.loadtxt(
