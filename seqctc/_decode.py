@@ -279,6 +279,7 @@ class _FrameSummary(NamedTuple):
     normaliser: Array  # [B, T] logsumexp of the frame's logits
     blank: Array  # [B, T] log p(blank)
     cand_lp: Array  # [B, T, Q] log p of the best non-blank classes, descending
+    # (every non-blank class in class order for a search that ranks them all)
     cand_cls: Array  # [B, T, Q] int32 their classes
 
 
@@ -1353,8 +1354,8 @@ def beam_decode(
     and the extensions of every prefix by the frame's 8 most probable classes (48
     with an ``lm`` at ``K > 1024`` that neither pins tokens nor lists its next
     classes; every class with an ``lm`` when ``2W`` cover them, as the re-ranking
-    would), plus the fusion's pinned tokens and the LM's listed next classes of
-    each prefix; when a bound (an extension left out scores at
+    would), plus the LM's pinned tokens, the LM's listed next classes of each
+    prefix and the token each of its hotwords expects next; when a bound (an extension left out scores at
     most the prefix's total times the next class's probability, times the largest
     fused increment with fusion) cannot prove that this keeps the same beams, the
     frame is ranked again over the ``2W`` best classes of the full row (only for the
