@@ -294,29 +294,18 @@ def _summarise(
     every = not ordered and count == logits.shape[-1] - 1
 
     def stats(x):  # [C, K]
-        if every:
-            norm = _log_normaliser(x, jnp.max(x, axis=-1))
-            values = jnp.concatenate([x[:, :blank_id], x[:, blank_id + 1 :]], axis=1)
-            classes = np.delete(np.arange(x.shape[-1], dtype=np.int32), blank_id)
-            return _FrameSummary(
-                norm,
-                x[:, blank_id] - norm,
-                values - norm[:, None],
-                jnp.broadcast_to(jnp.asarray(classes), values.shape),
-            )
-        if count == 0:
-            norm = _log_normaliser(x, jnp.max(x, axis=-1))
-            empty = jnp.zeros((x.shape[0], 0))
-            return _FrameSummary(
-                norm,
-                x[:, blank_id] - norm,
-                empty.astype(dtype),
-                empty.astype(jnp.int32),
-            )
         # A max pass of its own: reusing the selection's maximum makes XLA
         # fuse the selection into the exponentials (3x slower on CPU).
         norm = _log_normaliser(x, jnp.max(x, axis=-1))
-        values, classes, _ = _top_classes(x, count, exclude=blank_id)
+        if every:
+            values = jnp.concatenate([x[:, :blank_id], x[:, blank_id + 1 :]], axis=1)
+            every_class = np.delete(np.arange(x.shape[-1], dtype=np.int32), blank_id)
+            classes = jnp.broadcast_to(jnp.asarray(every_class), values.shape)
+        elif count == 0:
+            values = jnp.zeros((x.shape[0], 0), dtype)
+            classes = jnp.zeros((x.shape[0], 0), jnp.int32)
+        else:
+            values, classes, _ = _top_classes(x, count, exclude=blank_id)
         return _FrameSummary(
             norm, x[:, blank_id] - norm, values - norm[:, None], classes
         )
@@ -1192,21 +1181,24 @@ def _beam_search(
             )  # [B, P] already among the classes ranked first
             keep = _allowed(cfg, h, cut[:, None], threshold) & ~dup
             pinned_lp = jnp.where(keep, h, neg)
+        # The classes every prefix ranks, and the log p of a prefix's own.
+        shared = cls[:, : cfg.num_fast]
+        if fusion.pinned is not None:
+            pinned = jnp.broadcast_to(fusion.pinned, (batch, fusion.pinned.shape[0]))
+            shared = jnp.concatenate([shared, pinned], axis=1)
+
+        def prefix_log_probs(classes):
+            """``[B, W, m]`` log p of ``classes [B, W, m]``, NEG_INF where pruned."""
+            h = logits[rows[:, None, None], t, classes].astype(dtype)
+            h = jnp.where(ok[:, None, None], h, 0) - norm[:, None, None]
+            h = jnp.maximum(h, neg)
+            return jnp.where(_allowed(cfg, h, cut[:, None, None], threshold), h, neg)
+
         if cfg.num_listed:
             # Each prefix's LM-favoured classes, unless ranked for all already.
             own, own_lm = _listed_classes(fusion, beams)  # [B, W, M]
-            h = logits[rows[:, None, None], t, own].astype(dtype)
-            h = jnp.where(ok[:, None, None], h, 0) - norm[:, None, None]
-            h = jnp.maximum(h, neg)
-            shared = cls[:, : cfg.num_fast]
-            if fusion.pinned is not None:
-                pinned = jnp.broadcast_to(
-                    fusion.pinned, (batch, fusion.pinned.shape[0])
-                )
-                shared = jnp.concatenate([shared, pinned], axis=1)
-            keep = _allowed(cfg, h, cut[:, None, None], threshold)
-            keep = keep & (own != cfg.blank_id) & ~_among(own, shared)
-            listed_lp = jnp.where(keep, h, neg)
+            keep = (own != cfg.blank_id) & ~_among(own, shared)
+            listed_lp = jnp.where(keep, prefix_log_probs(own), neg)
         else:
             own = jnp.zeros((batch, cfg.beam_width, 0), jnp.int32)
             listed_lp = jnp.zeros((batch, cfg.beam_width, 0), dtype)
@@ -1214,18 +1206,8 @@ def _beam_search(
         if fusion.num_hot and not cfg.fast_is_complete:
             # The tokens each prefix's hotwords expect, unless ranked already.
             hot = _hot_classes(fusion, beams)  # [B, W, H]
-            h = logits[rows[:, None, None], t, hot].astype(dtype)
-            h = jnp.where(ok[:, None, None], h, 0) - norm[:, None, None]
-            h = jnp.maximum(h, neg)
-            shared = cls[:, : cfg.num_fast]
-            if fusion.pinned is not None:
-                pinned = jnp.broadcast_to(
-                    fusion.pinned, (batch, fusion.pinned.shape[0])
-                )
-                shared = jnp.concatenate([shared, pinned], axis=1)
-            keep = _allowed(cfg, h, cut[:, None, None], threshold)
-            keep = keep & ~_hot_ranked(hot, shared, own if cfg.num_listed else None)
-            hot_lp = jnp.where(keep, h, neg)
+            ranked = _hot_ranked(hot, shared, own if cfg.num_listed else None)
+            hot_lp = jnp.where(~ranked, prefix_log_probs(hot), neg)
         else:
             hot = jnp.zeros((batch, cfg.beam_width, 0), jnp.int32)
             hot_lp = jnp.zeros((batch, cfg.beam_width, 0), dtype)
@@ -1340,30 +1322,30 @@ def beam_decode(
         \\
         p_{nb}^t(\ell) &\mathrel{+}= p_{nb}^{t-1}(\ell)\, y_t(\ell_{-1}).
 
-    After every frame equal prefixes are merged (an extension that equals a
-    prefix already in the beam adds to its :math:`p_{nb}`) and the
-    ``beam_width`` prefixes of highest :math:`p_b + p_{nb}` are kept. Equal
-    prefixes are found through two 32-bit rolling hashes of each prefix and of
-    its parent, and the tokens are recovered at the end from per-frame
-    back-pointers, so the work per frame is :math:`O(W \cdot M)` (``M``
-    candidate classes) and does not grow with ``T``. Without pruning the search
-    is exact prefix beam search: only the ``2W`` most probable non-blank classes
-    of a frame are expanded, which provably changes nothing (each prefix
-    contributes at most ``W`` survivors and at most ``W`` of its extensions are
-    set aside by merging or by the repeat rule). A frame first ranks only the stays
-    and the extensions of every prefix by the frame's 8 most probable classes (48
-    with an ``lm`` at ``K > 1024`` that neither pins tokens nor lists its next
-    classes; every class with an ``lm`` when ``2W`` cover them, as the re-ranking
-    would), plus the LM's pinned tokens, the LM's listed next classes of each
-    prefix and the token each of its hotwords expects next; when a bound (an extension left out scores at
-    most the prefix's total times the next class's probability, times the largest
-    fused increment with fusion) cannot prove that this keeps the same beams, the
-    frame is ranked again over the ``2W`` best classes of the full row (only for the
-    utterances that need it when they are at most 4 at ``K > 1024``), and with
-    fusion over more classes, then every class, if the bound fails again, so the
-    result is that of the full search. The logits are read once, in a pass over the
-    valid frames only, that keeps the normaliser, the blank and the best classes of
-    each frame; the scan reads those and gathers the prefixes' last tokens.
+    After every frame equal prefixes are merged (an extension that equals a prefix
+    already in the beam adds to its :math:`p_{nb}`) and the ``beam_width`` prefixes
+    of highest :math:`p_b + p_{nb}` are kept. Equal prefixes are found through two
+    32-bit rolling hashes of each prefix and of its parent, and the tokens are
+    recovered at the end from per-frame back-pointers, so the work per frame is
+    :math:`O(W \cdot M)` (``M`` candidate classes) and does not grow with ``T``.
+    Without pruning the search is exact prefix beam search: only the ``2W`` most
+    probable non-blank classes of a frame are expanded, which provably changes
+    nothing (each prefix contributes at most ``W`` survivors and at most ``W`` of
+    its extensions are set aside by merging or by the repeat rule). A frame first
+    ranks only the stays and the extensions of every prefix by the frame's 8 most
+    probable classes (48 with an ``lm`` at ``K > 1024`` that neither pins tokens nor
+    lists its next classes; every class with an ``lm`` when ``2W`` cover them, as
+    the re-ranking would), plus the LM's pinned tokens, the LM's listed next classes
+    of each prefix and the token each of its hotwords expects next; when a bound (an
+    extension left out scores at most the prefix's total times the next class's
+    probability, times the largest fused increment with fusion) cannot prove that
+    this keeps the same beams, the frame is ranked again over the ``2W`` best
+    classes of the full row (only for the utterances that need it when they are at
+    most 4 at ``K > 1024``), and with fusion over more classes, then every class, if
+    the bound fails again, so the result is that of the full search. The logits are
+    read once, in a pass over the valid frames only, that keeps the normaliser, the
+    blank and the best classes of each frame; the scan reads those and gathers the
+    prefixes' last tokens.
 
     ``starts`` follow the most probable single path among those merged into a
     prefix (a Viterbi back-pointer kept next to the sums), so they increase.
