@@ -20,7 +20,6 @@ from seqctc._lm import LanguageModel, hotword_automaton
 from seqctc._types import Array, ArrayLike
 from seqctc._wordlm import WordNGramLM
 
-
 # Up to this many hotwords, each is matched with its own lookup.
 _UNROLLED_HOTWORDS = 8
 

@@ -544,7 +544,9 @@ class CharNGramLM:
         classes, starting at the context's order (a state whose longest stored
         context it is adds 0 for every longer order, so the sums are equal)."""
         out = []
-        for i, (table, best) in enumerate(zip(self.contexts, self.next_best)):
+        # next_best is empty when no classes are listed: nothing to score.
+        pairs = zip(self.contexts, self.next_best, strict=False)
+        for i, (table, best) in enumerate(pairs):
             j = self.order - i  # the table of contexts of j − 1 tokens
             pad = jnp.full((table.keys.shape[0], i), self.num_classes, jnp.int32)
             state = jnp.concatenate([pad, jnp.maximum(table.keys, 0)], axis=1)
