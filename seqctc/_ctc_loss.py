@@ -139,20 +139,27 @@ def alpha_shares_step(alpha: Array, emit: Array, enter1: Array, skip: Array):
 
     The shares are 0 on skipped frames, where α stays as it was.
     """
-    a0, a1, a2 = predecessors(alpha, enter1, skip)
-    m = jnp.maximum(jnp.maximum(a0, a1), a2)
-    e1, e2 = jnp.exp(a1 - m), jnp.exp(a2 - m)
-    z = jnp.exp(a0 - m) + e1 + e2
+    a = jnp.stack(predecessors(alpha, enter1, skip))  # [3, n]
+    m = jnp.max(a, axis=0)
+    e = jnp.exp(a - m[None])
+    e1, e2 = e[1], e[2]
+    z = e[0] + e1 + e2
     step = emit <= 0
     new = jnp.where(step, m + jnp.log(z) + emit, alpha)
     r = jnp.where(step, 1 / z, 0)
     return new, (e1 * r, e2 * r)
 
 
-def gamma_step(gamma: Array, w1: Array, w2: Array) -> Array:
-    """γ at frame ``t - 1`` from γ and the shares at frame ``t``."""
-    g1, g2 = gamma * w1, gamma * w2
-    return gamma - g1 - g2 + shift_up(g1, 1, 0) + shift_up(g2, 2, 0)
+def gamma_step(gamma: Array, w1: Array, w2: Array, w1_up: Array, w2_up: Array) -> Array:
+    """γ at frame ``t - 1`` from γ and the shares at frame ``t``.
+
+    ``w1_up [n - 1]`` and ``w2_up [n - 2]`` are the shares of the states one
+    and two above (``w1[1:]``, ``w2[2:]``), read separately: XLA:CPU does
+    not vectorise a loop that reads one row of a table at two offsets.
+    """
+    up1 = jnp.pad(gamma[1:] * w1_up, (0, 1))
+    up2 = jnp.pad(gamma[2:] * w2_up, (0, 2))
+    return gamma - gamma * w1 - gamma * w2 + up1 + up2
 
 
 def alpha_scan(lat: Lattice, alpha: Array, emit: Array, shares: bool):
@@ -236,13 +243,31 @@ def alpha_shares_chunks(prep: Prepared, offsets: Array, num_chunks: int):
 
 def gammas(gamma_last: Array, shares) -> Array:
     """``[T, B * S]`` γ of every frame, from the end (skipped frames pass it on)."""
+    w1s, w2s = shares
+    frames, size = w1s.shape
+    if frames == 0:
+        return w1s
+    if size < 3:  # too few states for the shifted reads
+        w1s, w2s = (jnp.pad(w, ((0, 0), (0, 3 - size))) for w in (w1s, w2s))
+        gamma_last = jnp.pad(gamma_last, (0, 3 - size))
+    width = w1s.shape[1]
 
-    def body(gamma, w):
-        previous = gamma_step(gamma, *w)
-        return jax.lax.optimization_barrier((previous, gamma))
+    def body(i, carry):
+        gamma, out = carry
+        # The frame comes from the loop counter: an index read from an array
+        # keeps XLA:CPU from vectorising the step.
+        t = frames - 1 - i
 
-    _, out = jax.lax.scan(body, gamma_last, shares, reverse=True)
-    return out
+        def row(table, first):
+            return lax.dynamic_slice(table, (t, first), (1, width - first))[0]
+
+        out = lax.dynamic_update_index_in_dim(out, gamma, t, 0)
+        previous = gamma_step(gamma, row(w1s, 0), row(w2s, 0), row(w1s, 1), row(w2s, 2))
+        return previous, out
+
+    out = jnp.zeros((frames, width), gamma_last.dtype)
+    _, out = lax.fori_loop(0, frames, body, (gamma_last, out))
+    return out[:, :size]
 
 
 def final_states(graph: LabelGraph) -> tuple[Array, Array]:
