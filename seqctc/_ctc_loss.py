@@ -137,17 +137,32 @@ def alpha_step(alpha: Array, emit: Array, enter1: Array, skip: Array) -> Array:
 def alpha_shares_step(alpha: Array, emit: Array, enter1: Array, skip: Array):
     """One α step and the shares ``w^1, w^2`` of the predecessors ``s - 1, s - 2``.
 
-    The shares are 0 on skipped frames, where α stays as it was.
+    ``alpha`` is α with two leading ``NEG_INF`` (``[n + 2]``, as returned),
+    so that the predecessors are plain slices of the carry: shifting it by
+    padding made XLA materialise two shifted copies every frame. The shares
+    are 0 on skipped frames, where α stays as it was.
     """
-    a = jnp.stack(predecessors(alpha, enter1, skip))  # [3, n]
+    own = alpha[2:]
+    a = jnp.stack(
+        (
+            own,
+            jnp.where(enter1, alpha[1:-1], NEG_INF),
+            jnp.where(skip, alpha[:-2], NEG_INF),
+        )
+    )  # [3, n]
     m = jnp.max(a, axis=0)
     e = jnp.exp(a - m[None])
-    e1, e2 = e[1], e[2]
-    z = e[0] + e1 + e2
+    z = e[0] + e[1] + e[2]
     step = emit <= 0
-    new = jnp.where(step, m + jnp.log(z) + emit, alpha)
-    r = jnp.where(step, 1 / z, 0)
-    return new, (e1 * r, e2 * r)
+    new = jnp.where(step, m + jnp.log(z) + emit, own)
+    zero = jnp.zeros((), z.dtype)
+    shares = (jnp.where(step, e[1] / z, zero), jnp.where(step, e[2] / z, zero))
+    return jnp.concatenate([alpha[:2], new]), shares
+
+
+def padded(alpha: Array) -> Array:
+    """α with the two leading ``NEG_INF`` that :func:`alpha_shares_step` reads."""
+    return jnp.pad(alpha, (2, 0), constant_values=NEG_INF)
 
 
 def gamma_step(gamma: Array, w1: Array, w2: Array, w1_up: Array, w2_up: Array) -> Array:
@@ -175,7 +190,10 @@ def alpha_scan(lat: Lattice, alpha: Array, emit: Array, shares: bool):
         # and once for the stacked output.
         return lax.optimization_barrier((alpha, w))
 
-    return lax.scan(with_shares if shares else plain, alpha, emit)
+    if not shares:
+        return lax.scan(plain, alpha, emit)
+    alpha, w = lax.scan(with_shares, padded(alpha), emit)
+    return alpha[2:], w
 
 
 # Emissions are gathered this many bytes at a time (a chunk of frames), so
@@ -237,8 +255,9 @@ def alpha_shares_chunks(prep: Prepared, offsets: Array, num_chunks: int):
         return lax.fori_loop(0, chunk, frame, carry)
 
     tables = (jnp.zeros(shape, lat.alpha0.dtype), jnp.zeros(shape, lat.alpha0.dtype))
-    alpha, *out = lax.fori_loop(0, num_chunks, chunk_body, (lat.alpha0, *tables))
-    return alpha, tuple(out)
+    carry = (padded(lat.alpha0), *tables)
+    alpha, *out = lax.fori_loop(0, num_chunks, chunk_body, carry)
+    return alpha[2:], tuple(out)
 
 
 def gammas(gamma_last: Array, shares) -> Array:
