@@ -214,7 +214,11 @@ def alpha_pass(prep: Prepared, shares: bool):
     size = prep.graph.states.size  # B * S
     chunk = max(8, _CHUNK_BYTES // max(size * lat.alpha0.dtype.itemsize, 1))
     if 2 * chunk > max_frames:  # one chunk, or two that would not pay
-        return alpha_scan(lat, lat.alpha0, emissions(prep), shares)
+        emit = emissions(prep)
+        if shares:  # one spare frame past the end (see alpha_shares_chunks)
+            spare = jnp.full((1, emit.shape[1]), _SKIP, emit.dtype)
+            emit = jnp.concatenate([emit, spare])
+        return alpha_scan(lat, lat.alpha0, emit, shares)
     num_chunks = -(-max_frames // chunk)
     chunk = -(-max_frames // num_chunks)  # fewest frames past the end
     offsets = jnp.arange(chunk, dtype=jnp.int32)
@@ -237,7 +241,8 @@ def alpha_shares_chunks(prep: Prepared, offsets: Array, num_chunks: int):
     """
     lat = prep.lat
     chunk = offsets.shape[0]
-    shape = (num_chunks * chunk, prep.graph.states.size)
+    # One spare frame past the end: the γ pass writes γ_t into row t + 1.
+    shape = (num_chunks * chunk + 1, prep.graph.states.size)
 
     def chunk_body(c, carry):
         first = c * chunk
@@ -260,33 +265,36 @@ def alpha_shares_chunks(prep: Prepared, offsets: Array, num_chunks: int):
     return alpha[2:], tuple(out)
 
 
-def gammas(gamma_last: Array, shares) -> Array:
-    """``[T, B * S]`` γ of every frame, from the end (skipped frames pass it on)."""
+def gammas(gamma_last: Array, shares, num_frames: int) -> Array:
+    """``[T, B * S]`` γ of every frame, from the end (skipped frames pass it on).
+
+    ``shares`` hold at least ``T + 1`` frames (frame ``T`` past the end has
+    shares 0). γ is written over the table of ``w^1``, whose row ``t`` is
+    free once frame ``t`` is done: row ``t + 1`` receives ``γ_t``.
+    """
     w1s, w2s = shares
-    frames, size = w1s.shape
-    if frames == 0:
-        return w1s
+    size = w1s.shape[1]
     if size < 3:  # too few states for the shifted reads
         w1s, w2s = (jnp.pad(w, ((0, 0), (0, 3 - size))) for w in (w1s, w2s))
         gamma_last = jnp.pad(gamma_last, (0, 3 - size))
     width = w1s.shape[1]
 
     def body(i, carry):
-        gamma, out = carry
+        gamma, table = carry
         # The frame comes from the loop counter: an index read from an array
         # keeps XLA:CPU from vectorising the step.
-        t = frames - 1 - i
+        t = num_frames - i
 
         def row(table, first):
             return lax.dynamic_slice(table, (t, first), (1, width - first))[0]
 
-        out = lax.dynamic_update_index_in_dim(out, gamma, t, 0)
-        previous = gamma_step(gamma, row(w1s, 0), row(w2s, 0), row(w1s, 1), row(w2s, 2))
-        return previous, out
+        previous = gamma_step(
+            gamma, row(table, 0), row(w2s, 0), row(table, 1), row(w2s, 2)
+        )
+        return previous, lax.dynamic_update_index_in_dim(table, previous, t, 0)
 
-    out = jnp.zeros((frames, width), gamma_last.dtype)
-    _, out = lax.fori_loop(0, frames, body, (gamma_last, out))
-    return out[:, :size]
+    _, table = lax.fori_loop(0, num_frames, body, (gamma_last, w1s))
+    return table[1 : num_frames + 1, :size]
 
 
 def final_states(graph: LabelGraph) -> tuple[Array, Array]:
@@ -354,7 +362,7 @@ def gradient(prep: Prepared, gamma_last: Array, shares, possible: Array) -> Arra
     x, norm, valid, graph = prep.x, prep.norm, prep.valid, prep.graph
     batch, max_frames, num_classes = x.shape
     num_states = graph.states.shape[1]
-    gamma = gammas(gamma_last, shares)[:max_frames]
+    gamma = gammas(gamma_last, shares, max_frames)
     gamma = gamma.reshape(max_frames, batch, num_states)  # [T, B, S]
     gamma = jnp.where(jnp.transpose(valid)[:, :, None], gamma, 0)
     log_p = prep.log_probs
