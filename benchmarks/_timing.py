@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -9,7 +10,11 @@ import numpy as np
 
 
 def interleaved_ms(
-    runners: dict[str, Callable[[], object]], repeats: int, *, warmup: int = 0
+    runners: dict[str, Callable[[], object]],
+    repeats: int,
+    *,
+    warmup: int = 0,
+    min_sample_ms: float = 0.0,
 ) -> dict[str, float]:
     """Median milliseconds of each runner over ``repeats`` interleaved rounds.
 
@@ -19,15 +24,25 @@ def interleaved_ms(
     whatever runs next). ``warmup`` untimed rounds come first (runners
     that compile on their first call need at least one). Each runner must block
     until its result is ready.
+
+    With ``min_sample_ms``, a runner faster than that is called several times
+    in a row per round (as many as its last warm-up call says fill that time)
+    and the sample is their mean: a single call of some tens of microseconds
+    is mostly timer and scheduling noise.
     """
+    calls = {name: 1 for name in runners}
     for _ in range(warmup):
-        for run in runners.values():
+        for name, run in runners.items():
+            start = time.perf_counter()
             run()
+            elapsed = 1e3 * (time.perf_counter() - start)
+            calls[name] = max(1, math.ceil(min_sample_ms / max(elapsed, 1e-6)))
     times = {name: [] for name in runners}
     names = list(runners)
     for r in range(repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             start = time.perf_counter()
-            runners[name]()
-            times[name].append(time.perf_counter() - start)
+            for _ in range(calls[name]):
+                runners[name]()
+            times[name].append((time.perf_counter() - start) / calls[name])
     return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
