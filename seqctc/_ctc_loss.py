@@ -137,10 +137,10 @@ def alpha_step(alpha: Array, emit: Array, enter1: Array, skip: Array) -> Array:
 def alpha_shares_step(alpha: Array, emit: Array, enter1: Array, skip: Array):
     """One α step and the shares ``w^1, w^2`` of the predecessors ``s - 1, s - 2``.
 
-    ``alpha`` is α with two leading ``NEG_INF`` (``[n + 2]``, as returned),
-    so that the predecessors are plain slices of the carry: shifting it by
-    padding made XLA materialise two shifted copies every frame. The shares
-    are 0 on skipped frames, where α stays as it was.
+    ``alpha`` is α with two leading ``NEG_INF`` (``[n + 2]``, as returned,
+    updated in place), so that the predecessors are plain slices of the
+    carry: shifting it by padding made XLA materialise two shifted copies
+    every frame. The shares are 0 on skipped frames, where α stays as it was.
     """
     own = alpha[2:]
     a = jnp.stack(
@@ -157,7 +157,7 @@ def alpha_shares_step(alpha: Array, emit: Array, enter1: Array, skip: Array):
     new = jnp.where(step, m + jnp.log(z) + emit, own)
     zero = jnp.zeros((), z.dtype)
     shares = (jnp.where(step, e[1] / z, zero), jnp.where(step, e[2] / z, zero))
-    return jnp.concatenate([alpha[:2], new]), shares
+    return lax.dynamic_update_slice(alpha, new, (2,)), shares
 
 
 def padded(alpha: Array) -> Array:
