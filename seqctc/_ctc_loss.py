@@ -177,6 +177,17 @@ def gamma_step(gamma: Array, w1: Array, w2: Array, w1_up: Array, w2_up: Array) -
     return gamma - gamma * w1 - gamma * w2 + up1 + up2
 
 
+def frame_row(table: Array, t: Array) -> Array:
+    """Row ``t >= 0`` of ``[T, n]`` ``table`` (no wrap of negative indices:
+    ``table[t]`` costs a kernel of its own each frame)."""
+    return lax.dynamic_slice(table, (t, 0), (1, table.shape[1]))[0]
+
+
+def set_frame_row(table: Array, value: Array, t: Array) -> Array:
+    """``table`` with row ``t >= 0`` set to ``value`` (in place in a loop)."""
+    return lax.dynamic_update_slice(table, value[None], (t, 0))
+
+
 def alpha_scan(lat: Lattice, alpha: Array, emit: Array, shares: bool):
     """α after the frames of ``emit [C, B * S]``, and with ``shares`` the shares
     of each frame (``2 x [C, B * S]``)."""
@@ -251,10 +262,10 @@ def alpha_shares_chunks(prep: Prepared, offsets: Array, num_chunks: int):
         def frame(i, carry):
             alpha, w1s, w2s = carry
             alpha, (w1, w2) = lax.optimization_barrier(
-                alpha_shares_step(alpha, emit[i], lat.enter1, lat.skip)
+                alpha_shares_step(alpha, frame_row(emit, i), lat.enter1, lat.skip)
             )
-            w1s = lax.dynamic_update_index_in_dim(w1s, w1, first + i, 0)
-            w2s = lax.dynamic_update_index_in_dim(w2s, w2, first + i, 0)
+            w1s = set_frame_row(w1s, w1, first + i)
+            w2s = set_frame_row(w2s, w2, first + i)
             return alpha, w1s, w2s
 
         return lax.fori_loop(0, chunk, frame, carry)
@@ -291,7 +302,7 @@ def gammas(gamma_last: Array, shares, num_frames: int) -> Array:
         previous = gamma_step(
             gamma, row(table, 0), row(w2s, 0), row(table, 1), row(w2s, 2)
         )
-        return previous, lax.dynamic_update_index_in_dim(table, previous, t, 0)
+        return previous, set_frame_row(table, previous, t)
 
     _, table = lax.fori_loop(0, num_frames, body, (gamma_last, w1s))
     return table[1 : num_frames + 1, :size]
