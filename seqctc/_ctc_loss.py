@@ -225,10 +225,12 @@ def alpha_pass(prep: Prepared, shares: bool):
     size = prep.graph.states.size  # B * S
     chunk = max(8, _CHUNK_BYTES // max(size * lat.alpha0.dtype.itemsize, 1))
     if 2 * chunk > max_frames:  # one chunk, or two that would not pay
+        if shares and max_frames:
+            frames = jnp.arange(max_frames, dtype=jnp.int32)
+            return alpha_shares_chunks(prep, frames, 1)
         emit = emissions(prep)
-        if shares:  # one spare frame past the end (see alpha_shares_chunks)
-            spare = jnp.full((1, emit.shape[1]), _SKIP, emit.dtype)
-            emit = jnp.concatenate([emit, spare])
+        if shares:  # no frames: the spare frame alone (see alpha_shares_chunks)
+            emit = jnp.full((1, emit.shape[1]), _SKIP, emit.dtype)
         return alpha_scan(lat, lat.alpha0, emit, shares)
     num_chunks = -(-max_frames // chunk)
     chunk = -(-max_frames // num_chunks)  # fewest frames past the end
@@ -270,7 +272,11 @@ def alpha_shares_chunks(prep: Prepared, offsets: Array, num_chunks: int):
 
         return lax.fori_loop(0, chunk, frame, carry)
 
-    tables = (jnp.zeros(shape, lat.alpha0.dtype), jnp.zeros(shape, lat.alpha0.dtype))
+    # The second table starts from -0.0: XLA merges equal broadcasts and then
+    # copies one into the other loop carry (a read and a write of a whole
+    # table, where a broadcast only writes).
+    zero = jnp.zeros(shape, lat.alpha0.dtype)
+    tables = (zero, jnp.full(shape, -0.0, lat.alpha0.dtype))
     carry = (padded(lat.alpha0), *tables)
     alpha, *out = lax.fori_loop(0, num_chunks, chunk_body, carry)
     return alpha[2:], tuple(out)
