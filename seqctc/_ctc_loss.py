@@ -179,13 +179,17 @@ def gamma_step(gamma: Array, w1: Array, w2: Array, w1_up: Array, w2_up: Array) -
 
 def frame_row(table: Array, t: Array) -> Array:
     """Row ``t >= 0`` of ``[T, n]`` ``table`` (no wrap of negative indices:
-    ``table[t]`` costs a kernel of its own each frame)."""
-    return lax.dynamic_slice(table, (t, 0), (1, table.shape[1]))[0]
+    wrapping a traced frame costs a kernel of its own each frame)."""
+    return lax.dynamic_slice(
+        table, (t, 0), (1, table.shape[1]), allow_negative_indices=False
+    )[0]
 
 
 def set_frame_row(table: Array, value: Array, t: Array) -> Array:
     """``table`` with row ``t >= 0`` set to ``value`` (in place in a loop)."""
-    return lax.dynamic_update_slice(table, value[None], (t, 0))
+    return lax.dynamic_update_slice(
+        table, value[None], (t, 0), allow_negative_indices=False
+    )
 
 
 def alpha_scan(lat: Lattice, alpha: Array, emit: Array, shares: bool):
@@ -303,7 +307,11 @@ def gammas(gamma_last: Array, shares, num_frames: int) -> Array:
         t = num_frames - i
 
         def row(table, first):
-            return lax.dynamic_slice(table, (t, first), (1, width - first))[0]
+            size = (1, width - first)
+            out = lax.dynamic_slice(
+                table, (t, first), size, allow_negative_indices=False
+            )
+            return out[0]
 
         previous = gamma_step(
             gamma, row(table, 0), row(w2s, 0), row(table, 1), row(w2s, 2)
