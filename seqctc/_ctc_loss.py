@@ -218,8 +218,9 @@ _CHUNK_BYTES = 2**19
 
 def alpha_pass(prep: Prepared, shares: bool):
     """α after each row's last frame ``[B * S]``, and with ``shares`` the shares
-    ``w^1, w^2`` of every frame (``2 x [T', B * S]``, ``T' >= T``; the frames
-    past the end have shares 0).
+    ``w^1, w^2`` of every frame (``2 x [T', B * S]``, ``T' > T``: at least one
+    frame past the end, for :func:`gammas`; the frames past the end have
+    shares 0).
 
     A loop over chunks of frames gathers each chunk's emissions, then runs the
     recursion over them.
