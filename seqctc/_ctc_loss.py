@@ -192,23 +192,13 @@ def set_frame_row(table: Array, value: Array, t: Array) -> Array:
     )
 
 
-def alpha_scan(lat: Lattice, alpha: Array, emit: Array, shares: bool):
-    """α after the frames of ``emit [C, B * S]``, and with ``shares`` the shares
-    of each frame (``2 x [C, B * S]``)."""
+def alpha_scan(lat: Lattice, alpha: Array, emit: Array) -> Array:
+    """α after the frames of ``emit [C, B * S]``."""
 
-    def plain(alpha, emit):
+    def step(alpha, emit):
         return alpha_step(alpha, emit, lat.enter1, lat.skip), None
 
-    def with_shares(alpha, emit):
-        alpha, w = alpha_shares_step(alpha, emit, lat.enter1, lat.skip)
-        # Without the barrier XLA computes the step twice, once for the carry
-        # and once for the stacked output.
-        return lax.optimization_barrier((alpha, w))
-
-    if not shares:
-        return lax.scan(plain, alpha, emit)
-    alpha, w = lax.scan(with_shares, padded(alpha), emit)
-    return alpha[2:], w
+    return lax.scan(step, alpha, emit)[0]
 
 
 # Emissions are gathered this many bytes at a time (a chunk of frames), so
@@ -228,15 +218,15 @@ def alpha_pass(prep: Prepared, shares: bool):
     lat = prep.lat
     max_frames = prep.x.shape[1]
     size = prep.graph.states.size  # B * S
+    if shares and not max_frames:  # no frames: the spare frame alone, shares 0
+        zero = jnp.zeros((1, size), lat.alpha0.dtype)
+        return lat.alpha0, (zero, zero)
     chunk = max(8, _CHUNK_BYTES // max(size * lat.alpha0.dtype.itemsize, 1))
     if 2 * chunk > max_frames:  # one chunk, or two that would not pay
-        if shares and max_frames:
+        if shares:
             frames = jnp.arange(max_frames, dtype=jnp.int32)
             return alpha_shares_chunks(prep, frames, 1)
-        emit = emissions(prep)
-        if shares:  # no frames: the spare frame alone (see alpha_shares_chunks)
-            emit = jnp.full((1, emit.shape[1]), _SKIP, emit.dtype)
-        return alpha_scan(lat, lat.alpha0, emit, shares)
+        return alpha_scan(lat, lat.alpha0, emissions(prep)), None
     num_chunks = -(-max_frames // chunk)
     chunk = -(-max_frames // num_chunks)  # fewest frames past the end
     offsets = jnp.arange(chunk, dtype=jnp.int32)
@@ -244,7 +234,7 @@ def alpha_pass(prep: Prepared, shares: bool):
         return alpha_shares_chunks(prep, offsets, num_chunks)
 
     def body(alpha, first):
-        return alpha_scan(lat, alpha, emissions(prep, first + offsets), shares)
+        return alpha_scan(lat, alpha, emissions(prep, first + offsets)), None
 
     starts = chunk * jnp.arange(num_chunks, dtype=jnp.int32)
     alpha, _ = lax.scan(body, lat.alpha0, starts)
