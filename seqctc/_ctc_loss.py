@@ -177,12 +177,12 @@ def gamma_step(gamma: Array, w1: Array, w2: Array, w1_up: Array, w2_up: Array) -
     return gamma - gamma * w1 - gamma * w2 + up1 + up2
 
 
-def frame_row(table: Array, t: Array) -> Array:
-    """Row ``t >= 0`` of ``[T, n]`` ``table`` (no wrap of negative indices:
-    wrapping a traced frame costs a kernel of its own each frame)."""
-    return lax.dynamic_slice(
-        table, (t, 0), (1, table.shape[1]), allow_negative_indices=False
-    )[0]
+def frame_row(table: Array, t: Array, first: int = 0) -> Array:
+    """Row ``t >= 0`` of ``[T, n]`` ``table`` from column ``first`` on (no wrap
+    of negative indices: wrapping a traced frame costs a kernel of its own each
+    frame)."""
+    size = (1, table.shape[1] - first)
+    return lax.dynamic_slice(table, (t, first), size, allow_negative_indices=False)[0]
 
 
 def set_frame_row(table: Array, value: Array, t: Array) -> Array:
@@ -289,24 +289,15 @@ def gammas(gamma_last: Array, shares, num_frames: int) -> Array:
     if size < 3:  # too few states for the shifted reads
         w1s, w2s = (jnp.pad(w, ((0, 0), (0, 3 - size))) for w in (w1s, w2s))
         gamma_last = jnp.pad(gamma_last, (0, 3 - size))
-    width = w1s.shape[1]
 
     def body(i, carry):
         gamma, table = carry
         # The frame comes from the loop counter: an index read from an array
         # keeps XLA:CPU from vectorising the step.
         t = num_frames - i
-
-        def row(table, first):
-            size = (1, width - first)
-            out = lax.dynamic_slice(
-                table, (t, first), size, allow_negative_indices=False
-            )
-            return out[0]
-
-        previous = gamma_step(
-            gamma, row(table, 0), row(w2s, 0), row(table, 1), row(w2s, 2)
-        )
+        w1, w1_up = frame_row(table, t), frame_row(table, t, 1)
+        w2, w2_up = frame_row(w2s, t), frame_row(w2s, t, 2)
+        previous = gamma_step(gamma, w1, w2, w1_up, w2_up)
         return previous, set_frame_row(table, previous, t)
 
     _, table = lax.fori_loop(0, num_frames, body, (gamma_last, w1s))
