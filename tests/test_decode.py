@@ -255,6 +255,35 @@ class BeamTextbookTest(chex.TestCase):
             lp = _log_softmax(logits[b, : lengths[b]])
             self._check(lp, out, b, width, 0, width)
 
+    @parameterized.named_parameters(
+        # Lengths that vary: utterances share lanes (one long, many short, an
+        # empty one); alike: one utterance a lane.
+        ("packed", [30, 3, 7, 1, 0, 12, 5, 2, 9, 4, 6]),
+        ("alike", [9, 9, 9, 8, 9, 9, 9, 9, 9]),
+    )
+    def test_batches_of_many_utterances(self, lengths):
+        rng = np.random.default_rng(12)
+        batch, frames, classes, width = len(lengths), max(lengths), 6, 4
+        logits = (2.0 * rng.normal(size=(batch, frames, classes))).astype(np.float32)
+        paddings = _paddings(lengths, frames)
+        paddings[5, 4:7] = 1.0  # a hole inside an utterance
+        out = _beam(logits, paddings, beam_width=width, top_k=3)
+        for b in range(batch):
+            valid = paddings[b] == 0
+            lp = _log_softmax(logits[b, valid])
+            if not len(lp):
+                self.assertEqual(int(out.lengths[b, 0]), 0)
+                self.assertEqual(float(out.scores[b, 0]), 0.0)
+                continue
+            ref = _prefix_beam_search(lp, 0, width)[0][:3]
+            hyps = _hypotheses(out, b)
+            for (labels, score), hyp in zip(ref, hyps, strict=False):
+                self.assertEqual(hyp[0], labels)
+                np.testing.assert_allclose(hyp[1], score, rtol=1e-5, atol=1e-4)
+                # Starts index the input's frames: valid ones, increasing.
+                starts = np.asarray(hyp[2], int)
+                self.assertTrue(np.all(valid[starts]) and np.all(np.diff(starts) > 0))
+
     @parameterized.named_parameters(("flat", 0.5), ("peaked", 6.0))
     def test_first_classes_then_all(self, scale):
         # W = 16 and K = 40: frames rank the 8 best classes of each prefix first
