@@ -1010,6 +1010,11 @@ def _search_frame(
         # Without fusion 2W classes are exact; with fusion, 2W, 8W, 32W
         # classes with the bound checked after each, then every class.
         counts = [cfg.num_exact]
+        # At large K a full row's 2W best classes take a sort of the row;
+        # first the best classes a two-level selection finds (bound checked).
+        mid = min(4 * cfg.num_fast, _GROUP_LANES // 4)
+        if not cfg.fused and cfg.num_classes > 4 * _GROUP_LANES:
+            counts = sorted({min(mid, cfg.num_exact), cfg.num_exact})
         if cfg.fused:
             counts += [min(m * cfg.beam_width, cfg.num_allowed) for m in (8, 32)]
             counts = sorted(set(counts))

@@ -284,6 +284,19 @@ class BeamTextbookTest(chex.TestCase):
                 starts = np.asarray(hyp[2], int)
                 self.assertTrue(np.all(valid[starts]) and np.all(np.diff(starts) > 0))
 
+    def test_large_vocabulary_tiers(self):
+        # K > 1,024, W = 16: frames rank 6 classes per prefix, then the 24 best
+        # of the row (a two-level selection, bound checked), then 2W = 32.
+        rng = np.random.default_rng(13)
+        batch, frames, classes, width = 2, 6, 1100, 16
+        logits = (1.5 * rng.normal(size=(batch, frames, classes))).astype(np.float32)
+        logits[:, :, 0] += 3.0  # some frames mostly blank, some flat
+        lengths = np.array([6, 4])
+        out = _beam(logits, _paddings(lengths, frames), beam_width=width, top_k=4)
+        for b in range(batch):
+            lp = _log_softmax(logits[b, : lengths[b]])
+            self._check(lp, out, b, width, 0, 4)
+
     @parameterized.named_parameters(("flat", 0.5), ("peaked", 6.0))
     def test_first_classes_then_all(self, scale):
         # W = 16 and K = 40: frames rank the 8 best classes of each prefix first
