@@ -1,9 +1,10 @@
 """Decoding CTC outputs: greedy best path and prefix beam search.
 
 Layout: one dense pass over the valid frames of ``[B, T, K]`` (the frame
-summary: normaliser, blank, the few best classes), then a ``lax.scan`` over
-small ``[T, B, ·]`` arrays whose steps are the module-level functions below,
-over the named beam state :class:`_Beams`. Design notes and measurements are in
+summary: normaliser, blank, the few best classes), then a loop over small
+``[T, B, ·]`` arrays (a ``lax.scan``, or utterances packed into shared lanes,
+:class:`_Schedule`) whose steps are the module-level functions below, over the
+named beam state :class:`_Beams`. Design notes and measurements are in
 ``docs/concepts/decoding.md`` ("Large vocabularies").
 """
 
