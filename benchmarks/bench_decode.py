@@ -523,14 +523,24 @@ class RealCase:
         self.outputs["greedy"] = out
         return out
 
-    def run_numpy_greedy(self):
-        seqs = []
+    def run_greedy_tokens(self):
+        out = jax.block_until_ready(_greedy_tokens_jit(self.x, self.p))
+        self.outputs["greedy tokens"] = out
+        return out
+
+    def run_numpy_greedy(self, scores=False):
+        seqs, path_scores = [], []
         for b in range(self.batch):
-            best = self.logits[b, : self.lengths[b]].argmax(-1)
+            x = self.logits[b, : self.lengths[b]]
+            best = x.argmax(-1)
             keep = (best != 0) & np.r_[True, best[1:] != best[:-1]]
             seqs.append(best[keep])
+            if scores:  # the path's log p: sum of (best logit - logsumexp)
+                top = x[np.arange(len(best)), best]
+                lse = top + np.log(np.exp(x - top[:, None]).sum(-1))
+                path_scores.append(float((top - lse).sum()))
         self.outputs["numpy greedy"] = seqs
-        return seqs
+        return seqs, path_scores
 
     def run_fcd(self, width):
         seqs = [
@@ -552,6 +562,11 @@ class RealCase:
 
 
 _greedy_jit = jax.jit(seqctc.greedy_decode)
+# The tokens alone, as an argmax gives them: XLA drops the unused path scores
+# (and with them the normaliser's exponential over every class).
+_greedy_tokens_jit = jax.jit(
+    lambda x, p: seqctc.greedy_decode(x, p)._replace(scores=None)
+)
 
 
 def per_line_likelihood(case, seqs):
@@ -587,6 +602,10 @@ def bench_real(repeats, widths):
     greedy = {
         "seqctc greedy_decode": case.run_greedy,
         "numpy argmax + collapse": case.run_numpy_greedy,
+        "seqctc greedy_decode, tokens only": case.run_greedy_tokens,
+        "numpy argmax + collapse + path score": functools.partial(
+            case.run_numpy_greedy, scores=True
+        ),
     }
     ms.update(interleaved_ms(greedy, 3 * repeats, warmup=1))
     rows = []
@@ -619,6 +638,12 @@ def bench_real(repeats, widths):
             note = f"{speed:.1f}× | {same}/{n} | {at_least}/{n}"
         elif name == "numpy argmax + collapse":
             note = f"{ms['seqctc greedy_decode'] / t:.2f}× slower than numpy | – | –"
+        elif name == "seqctc greedy_decode, tokens only":
+            slower = t / ms["numpy argmax + collapse"]
+            note = f"{slower:.2f}× slower than numpy's argmax | – | –"
+        elif name == "numpy argmax + collapse + path score":
+            slower = ms["seqctc greedy_decode"] / t
+            note = f"greedy_decode {slower:.2f}× slower | – | –"
         elif "+" in name and name.startswith("seqctc W=16"):
             note = f"cost {t / ms['seqctc beam_decode W=16']:.2f}× plain | – | –"
         else:
@@ -895,8 +920,13 @@ order 3 fitted on seqctc's docstrings (`lm_weight=0.5`), the hotwords "beam" and
 "search" (`hotword_weight=2`), an insertion bonus of 0.5, and all three; their
 cost is relative to the plain W = 16 search. The LM and the weights are
 arguments of the jitted call (traced), as an application passes them; the
-search does the same work as with constants. The two greedy decoders are timed
-against each other in rounds of their own (3× as many).
+search does the same work as with constants. The greedy decoders are timed
+against each other in rounds of their own (3× as many). `greedy_decode`
+returns the path's log probability too, which takes the normaliser (an
+exponential of every class of every frame); "tokens only" jits it without its
+scores, which XLA then never computes, against numpy's argmax alone, and
+"+ path score" adds numpy's log-sum-exp of each frame to the argmax, against
+the whole `greedy_decode`.
 """
 
 

@@ -88,7 +88,11 @@ def _map_valid_frames(
     no copy of ``[B, T, K]`` is made (one chunk of rows at a time).
 
     Args:
-        fn: maps ``[C, K]`` compute-dtype logits to a pytree of ``[C, ...]``.
+        fn: maps ``[C, K]`` compute-dtype logits and ``read`` to a pytree of
+            ``[C, ...]``; ``read(cols [C, m])`` gives the entries ``cols`` of
+            the same rows, read from ``logits`` itself: a gather from the
+            chunk is one more consumer of it, and XLA:CPU then copies the
+            chunk's rows out instead of fusing their gather into a pass.
         logits: ``[B, T, K]``.
         valid: ``[B, T]`` bool.
         fill: pytree of ``[...]`` values for padded frames (its structure and
@@ -129,12 +133,16 @@ def _map_valid_frames(
         pos = jnp.minimum(start + jnp.arange(chunk, dtype=jnp.int32), num_valid - 1)
         idx = order[pos]  # [C]
         x = flat.at[idx].get(mode="promise_in_bounds").astype(dtype)
+
+        def read(cols):
+            return flat[idx[:, None], cols].astype(dtype)
+
         return jax.tree.map(
             lambda o, r: lax.dynamic_update_slice_in_dim(
                 o, r.astype(o.dtype), start, 0
             ),
             out,
-            fn(x),
+            fn(x, read),
         )
 
     out = lax.fori_loop(0, -(-num_valid // chunk), body, out)
@@ -160,11 +168,12 @@ def _log_normaliser(x: Array, top: Array) -> Array:
     return safe + jnp.log(jnp.sum(jnp.exp(x - safe[:, None]), axis=-1))
 
 
-def _best_class(x: Array) -> tuple[Array, Array]:
-    """``(best class [C] (ties to the lowest), its logit [C])`` of ``x [C, K]``."""
+def _best_class(x: Array, read: Callable[[Array], Array]) -> tuple[Array, Array]:
+    """``(best class [C] (ties to the lowest), its logit [C])`` of ``x [C, K]``
+    (``read`` as in :func:`_map_valid_frames`)."""
     num_classes = x.shape[-1]
     if num_classes > 4 * _GROUP_LANES:
-        return _best_class_by_lanes(x)
+        return _best_class_by_lanes(x, read)
     top = jnp.max(x, axis=-1)
     classes = jnp.arange(num_classes, dtype=jnp.int32)
     best = jnp.min(
@@ -173,7 +182,9 @@ def _best_class(x: Array) -> tuple[Array, Array]:
     return best, top
 
 
-def _best_class_by_lanes(x: Array) -> tuple[Array, Array]:
+def _best_class_by_lanes(
+    x: Array, read: Callable[[Array], Array]
+) -> tuple[Array, Array]:
     """:func:`_best_class` of a large row, without a select over the whole row.
 
     A select inside a reduction over ``[C, K]`` runs ~15x slower on CPU than
@@ -193,7 +204,9 @@ def _best_class_by_lanes(x: Array) -> tuple[Array, Array]:
     lane = jnp.min(jnp.where(at_top, lane_ids[None, :], lanes - 1), axis=-1)
     offsets = lanes * jnp.arange(len(slices), dtype=jnp.int32)
     cand = lane[:, None] + offsets[None, :]  # [C, g] the classes of that lane
-    values = jnp.take_along_axis(x, jnp.minimum(cand, num_classes - 1), axis=-1)
+    # Read from the logits: the chunk then has one consumer, its pass here,
+    # into which XLA fuses the gather of its rows (tokens alone 1.13x faster).
+    values = read(jnp.minimum(cand, num_classes - 1))
     hit = (values == top[:, None]) & (cand < num_classes)
     best = jnp.min(jnp.where(hit, cand, num_classes - 1), axis=-1)
     tied = jnp.any(jnp.sum(at_top, axis=-1) > 1) | jnp.any(~jnp.isfinite(top))
@@ -294,7 +307,8 @@ def _summarise(
     neg = jnp.asarray(NEG_INF, dtype)
     every = not ordered and count == logits.shape[-1] - 1
 
-    def stats(x):  # [C, K]
+    def stats(x, read):  # [C, K]
+        del read  # (no gain: the chunk has other consumers)
         # A max pass of its own: reusing the selection's maximum makes XLA
         # fuse the selection into the exponentials (3x slower on CPU).
         norm = _log_normaliser(x, jnp.max(x, axis=-1))
@@ -431,8 +445,8 @@ def _greedy_decode(logits: Array, logit_paddings: Array, *, blank_id: int) -> De
     dtype = compute_dtype(logits)
     valid = positions_valid(logit_paddings)  # [B, T]
 
-    def stats(x):  # [C, K]: best class (ties to the lowest) and its log p
-        best, top = _best_class(x)
+    def stats(x, read):  # [C, K]: best class (ties to the lowest) and its log p
+        best, top = _best_class(x, read)
         return best, top - _log_normaliser(x, top)
 
     fill = (jnp.zeros((), jnp.int32), jnp.zeros((), dtype))
