@@ -1119,11 +1119,18 @@ def _search_frame(
     return new, back
 
 
-def _finish(cfg: _SearchConfig, fusion: Fusion, beams: _Beams, back: Array):
+def _finish(
+    cfg: _SearchConfig,
+    fusion: Fusion,
+    beams: _Beams,
+    back: Callable[[Array], Array],
+    frames: int,
+):
     """Top-k hypotheses of one utterance from its beams and back-pointers.
 
     Args:
-        back: ``[T, W, 2]`` int32 back-pointers.
+        back: ``back(t)`` the ``[W, 2]`` int32 back-pointers of frame ``t``.
+        frames: ``T``.
 
     Returns:
         ``(frame_tokens [top_k, T], scores [top_k])``.
@@ -1140,12 +1147,14 @@ def _finish(cfg: _SearchConfig, fusion: Fusion, beams: _Beams, back: Array):
     order = order.astype(jnp.int32)
     end = (beams.best_nb[order] > beams.best_b[order]).astype(jnp.int32)
 
-    def backtrack(carry, back_t):
+    def backtrack(carry, t):
         slot, end = carry
-        code = back_t[slot, end]  # [top_k]
+        code = back(t)[slot, end]  # [top_k]
         return ((code // 2) % width, code % 2), code // (2 * width) - 1
 
-    _, frame_tokens = lax.scan(backtrack, (order, end), back, reverse=True)
+    _, frame_tokens = lax.scan(
+        backtrack, (order, end), jnp.arange(frames, dtype=jnp.int32), reverse=True
+    )
     frame_tokens = jnp.where(alive[order][None, :], frame_tokens, -1)  # [T, top_k]
     return frame_tokens.T, scores
 
@@ -1170,9 +1179,9 @@ class _Schedule(NamedTuple):
 
 
 def _max_steps(batch: int, frames: int, lanes: int) -> int:
-    """A static bound on the steps of :func:`_schedule` (a lane's load is at
-    most the mean load plus one utterance)."""
-    return min(-(-batch * frames // lanes) + frames, batch * frames)
+    """A static bound on the steps of :func:`_schedule`: a lane takes an
+    utterance when its load is the least, at most the others' mean."""
+    return min(-(-(batch - 1) * frames // lanes) + frames, batch * frames)
 
 
 def _schedule(valid: Array, lanes: int) -> _Schedule:
@@ -1240,10 +1249,9 @@ def _beam_search(
     initial = _initial_beams(cfg, fusion, dtype)
     if frames == 0 or batch == 0:  # nothing to read: the empty prefix
         init = jax.tree.map(lambda x: jnp.broadcast_to(x, (batch, *x.shape)), initial)
-        back = jnp.broadcast_to(identity, (frames, batch, width, 2))
-        return jax.vmap(functools.partial(_finish, cfg, fusion), in_axes=(0, 1))(
-            init, back
-        )
+        return jax.vmap(
+            lambda beams: _finish(cfg, fusion, beams, lambda t: identity, frames)
+        )(init)
     summary = _summarise(
         logits,
         valid,
@@ -1363,8 +1371,10 @@ def _beam_search(
             init,
             (jnp.arange(frames, dtype=jnp.int32), *map(time_major, per_frame)),
         )  # back: [T, B, W, 2]
-        finish = functools.partial(_finish, cfg, fusion)
-        return jax.vmap(finish, in_axes=(0, 1))(beams, back)
+        return jax.vmap(
+            lambda beams, back: _finish(cfg, fusion, beams, back.__getitem__, frames),
+            in_axes=(0, 1),
+        )(beams, back)
 
     def packed(sched):
         """Utterances one after another in the lanes of ``sched``."""
@@ -1379,9 +1389,7 @@ def _beam_search(
         finals = jax.tree.map(
             lambda x: jnp.broadcast_to(x, (batch + 1, *x.shape)), initial
         )
-        # `frames` spare steps: each utterance's back-pointers are read as a
-        # slice of `frames` steps from its start.
-        back = jnp.zeros((max_steps + frames, lanes, width, 2), jnp.int32)
+        back = jnp.zeros((max_steps, lanes, width, 2), jnp.int32)
 
         def at(x, s):
             return lax.dynamic_index_in_dim(x, s, keepdims=False)
@@ -1415,17 +1423,15 @@ def _beam_search(
 
         carry = (jnp.zeros((), jnp.int32), init, finals, back)
         _, _, finals, back = lax.while_loop(lambda c: c[0] < sched.steps, body, carry)
-        frame_ids = jnp.arange(frames, dtype=jnp.int32)
 
         def finish(b):
-            rows = lax.dynamic_slice(
-                back, (sched.start[b], sched.lane[b], 0, 0), (frames, 1, width, 2)
-            )[:, 0]  # [T, W, 2]
-            rows = jnp.where(
-                (frame_ids < sched.extent[b])[:, None, None], rows, identity
-            )
+            def row(t):  # frame t of utterance b: a row of its lane
+                s = jnp.minimum(sched.start[b] + t, max_steps - 1)
+                inside = t < sched.extent[b]
+                return jnp.where(inside, back[s, sched.lane[b]], identity)
+
             final = jax.tree.map(lambda f: f[b], finals)
-            return _finish(cfg, fusion, final, rows)
+            return _finish(cfg, fusion, final, row, frames)
 
         return jax.vmap(finish)(jnp.arange(batch, dtype=jnp.int32))
 
