@@ -642,8 +642,9 @@ def bench_real(repeats, widths):
             slower = t / ms["numpy argmax + collapse"]
             note = f"{slower:.2f}× slower than numpy's argmax | – | –"
         elif name == "numpy argmax + collapse + path score":
-            slower = ms["seqctc greedy_decode"] / t
-            note = f"greedy_decode {slower:.2f}× slower | – | –"
+            r = t / ms["seqctc greedy_decode"]
+            how = f"{r:.2f}× faster" if r >= 1 else f"{1 / r:.2f}× slower"
+            note = f"greedy_decode {how} | – | –"
         elif "+" in name and name.startswith("seqctc W=16"):
             note = f"cost {t / ms['seqctc beam_decode W=16']:.2f}× plain | – | –"
         else:
