@@ -363,6 +363,21 @@ class BeamPropertiesTest(chex.TestCase):
                 decode(logits[i], paddings[i]),
             )
 
+    def test_vmap_of_packed_batches_equals_rows(self):
+        # Batches of 9 whose lengths vary (packed lanes) and are alike (one
+        # utterance a lane): under vmap the choice is per row.
+        rng = np.random.default_rng(14)
+        lengths = np.array([[30, 3, 7, 1, 0, 12, 5, 2, 9], [9, 9, 9, 8, 9, 9, 9, 9, 9]])
+        logits = (2.0 * rng.normal(size=(2, 9, 30, 6))).astype(np.float32)
+        paddings = np.stack([_paddings(n, 30) for n in lengths])
+        decode = functools.partial(seqctc.beam_decode, beam_width=4, top_k=3)
+        batched = jax.jit(jax.vmap(decode))(logits, paddings)
+        for i in range(2):
+            chex.assert_trees_all_close(
+                jax.tree.map(lambda x, i=i: x[i], batched),
+                _beam(logits[i], paddings[i], beam_width=4, top_k=3),
+            )
+
     def test_fewer_hypotheses_than_top_k(self):
         # One frame, two classes: only "" and "1" exist.
         logits = np.log(np.array([[[0.3, 0.7]]], np.float32))
