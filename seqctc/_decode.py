@@ -1247,11 +1247,14 @@ def _beam_search(
         [_encode(-1, slots, 0, width), _encode(-1, slots, 1, width)], axis=-1
     )  # [W, 2] back-pointers of a frame that keeps the beams
     initial = _initial_beams(cfg, fusion, dtype)
+
+    def fresh_beams(n):  # n rows of the initial beams
+        return jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *x.shape)), initial)
+
     if frames == 0 or batch == 0:  # nothing to read: the empty prefix
-        init = jax.tree.map(lambda x: jnp.broadcast_to(x, (batch, *x.shape)), initial)
         return jax.vmap(
             lambda beams: _finish(cfg, fusion, beams, lambda t: identity, frames)
-        )(init)
+        )(fresh_beams(batch))
     summary = _summarise(
         logits,
         valid,
@@ -1359,7 +1362,6 @@ def _beam_search(
     def whole(_=None):
         """One utterance a lane: a scan over the frames."""
         rows = jnp.arange(batch, dtype=jnp.int32)
-        init = jax.tree.map(lambda x: jnp.broadcast_to(x, (batch, *x.shape)), initial)
 
         def body(beams, xs):
             t, *frame_xs = xs
@@ -1368,7 +1370,7 @@ def _beam_search(
         time_major = lambda x: jnp.moveaxis(x, 1, 0)  # noqa: E731
         beams, back = lax.scan(
             body,
-            init,
+            fresh_beams(batch),
             (jnp.arange(frames, dtype=jnp.int32), *map(time_major, per_frame)),
         )  # back: [T, B, W, 2]
         return jax.vmap(
@@ -1384,11 +1386,9 @@ def _beam_search(
         # The summary in step order, [S, L, ...]: each step reads one row.
         xs = tuple(x[utt, sched.frame] for x in per_frame)
         xs = (xs[0] & (sched.utt < batch), *xs[1:])
-        init = jax.tree.map(lambda x: jnp.broadcast_to(x, (lanes, *x.shape)), initial)
+        init = fresh_beams(lanes)
         # One spare row: the finals of lanes that finish nothing at a step.
-        finals = jax.tree.map(
-            lambda x: jnp.broadcast_to(x, (batch + 1, *x.shape)), initial
-        )
+        finals = fresh_beams(batch + 1)
         back = jnp.zeros((max_steps, lanes, width, 2), jnp.int32)
 
         def at(x, s):
